@@ -1,0 +1,1103 @@
+/*
+ * _coremodule.c - the binding of the C core: module percpu._core.
+ *
+ * Shaped like CPython's Modules/_queuemodule.c: module state, heap types,
+ * multi-phase init.  This is the only file that includes Python.h.  The C
+ * functions return -errno; here, and only here, that becomes an exception of
+ * percpu.errors (through percpu.errors.from_errno) carrying .errno.
+ *
+ * Types:
+ *	Arena	one MAP_SHARED mapping of a domain file: word atomics, llist,
+ *		per-CPU slots, the page allocator and kmalloc on offsets.  It
+ *		exports the buffer protocol (percpu.mem() slices it).  close()
+ *		unmaps once no exported view and no call that released the GIL
+ *		is left, so a view can never dangle.
+ *	Lock	the process-shared lock (lock.h) at an offset of an arena.
+ *
+ * GIL: the allocator and the atomics keep the GIL (they never wait on a lock
+ * held across Python code, so nothing in this process can be waiting on us);
+ * Lock.lock()/acquire() release it once the first CAS fails, and wake up at
+ * least every 50 ms to run signal handlers.
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "atomic.h"
+#include "llist.h"
+#include "lock.h"
+
+typedef struct {
+	PyTypeObject *arena_type;
+	PyTypeObject *lock_type;
+} core_state;
+
+typedef struct {
+	PyObject_HEAD
+	struct pk_arena a;
+	Py_ssize_t exports;	/* live buffer views */
+	Py_ssize_t inflight;	/* calls running without the GIL */
+	int closed;
+} ArenaObject;
+
+typedef struct {
+	PyObject_HEAD
+	ArenaObject *arena;
+	struct pk_lock *l;
+	uint64_t off;
+} LockObject;
+
+static PyObject *raise_errno(int err, const char *what)
+{
+	PyObject *mod, *fn, *exc;
+
+	if (err < 0)
+		err = -err;
+	mod = PyImport_ImportModule("percpu.errors");
+	if (mod == NULL) {
+		PyErr_Clear();
+		errno = err;
+		return PyErr_SetFromErrno(PyExc_OSError);
+	}
+	fn = PyObject_GetAttrString(mod, "from_errno");
+	Py_DECREF(mod);
+	if (fn == NULL)
+		return NULL;
+	exc = PyObject_CallFunction(fn, "is", err, what);
+	Py_DECREF(fn);
+	if (exc == NULL)
+		return NULL;
+	PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+	Py_DECREF(exc);
+	return NULL;
+}
+
+/* ---- module functions --------------------------------------------------- */
+
+static PyObject *core_noop(PyObject *m, PyObject *unused)
+{
+	Py_RETURN_NONE;
+}
+
+static PyObject *core_sched_getcpu(PyObject *m, PyObject *unused)
+{
+	int cpu = sched_getcpu();
+
+	if (cpu < 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	return PyLong_FromLong(cpu);
+}
+
+static PyObject *core_gettid(PyObject *m, PyObject *unused)
+{
+	return PyLong_FromLong(pk_gettid());
+}
+
+static PyObject *core_set_task_name(PyObject *m, PyObject *arg)
+{
+	const char *name = PyUnicode_AsUTF8(arg);
+	char buf[16];
+
+	if (name == NULL)
+		return NULL;
+	/* TASK_COMM_LEN is 16: the kernel truncates to 15 bytes, so do we. */
+	strncpy(buf, name, sizeof(buf) - 1);
+	buf[sizeof(buf) - 1] = '\0';
+	if (prctl(PR_SET_NAME, (unsigned long)buf, 0, 0, 0) < 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	Py_RETURN_NONE;
+}
+
+static PyObject *core_get_task_name(PyObject *m, PyObject *unused)
+{
+	char buf[17] = { 0 };
+
+	if (prctl(PR_GET_NAME, (unsigned long)buf, 0, 0, 0) < 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
+}
+
+static PyObject *core_task_alive(PyObject *m, PyObject *arg)
+{
+	long tid = PyLong_AsLong(arg);
+
+	if (tid == -1 && PyErr_Occurred())
+		return NULL;
+	return PyBool_FromLong(pk_task_alive((pid_t)tid));
+}
+
+/* ---- Arena -------------------------------------------------------------- */
+
+static void arena_unmap(ArenaObject *self)
+{
+	if (self->a.base != NULL) {
+		munmap(self->a.base, self->a.size);
+		self->a.base = NULL;
+	}
+	if (self->a.fd >= 0) {
+		close(self->a.fd);
+		self->a.fd = -1;
+	}
+}
+
+static void arena_maybe_unmap(ArenaObject *self)
+{
+	if (self->closed && self->exports == 0 && self->inflight == 0)
+		arena_unmap(self);
+}
+
+static int arena_init(ArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "fd", "size", NULL };
+	int fd;
+	unsigned long long size;
+	void *p;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "iK:Arena", kwlist, &fd, &size))
+		return -1;
+	if (self->a.base != NULL) {
+		PyErr_SetString(PyExc_TypeError, "Arena already initialised");
+		return -1;
+	}
+	if (size == 0 || size % PK_PAGE_SIZE) {
+		raise_errno(EINVAL, "arena size must be a positive multiple of the page size");
+		return -1;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	/* A 4 KiB punch inside a shmem huge page would not free anything. */
+	(void)madvise(p, size, MADV_NOHUGEPAGE);
+	self->a.fd = dup(fd);
+	if (self->a.fd < 0) {
+		munmap(p, size);
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	self->a.base = p;
+	self->a.size = size;
+	self->closed = 0;
+	return 0;
+}
+
+static PyObject *arena_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+	ArenaObject *self = (ArenaObject *)type->tp_alloc(type, 0);
+
+	if (self) {
+		self->a.fd = -1;
+		self->closed = 1;
+	}
+	return (PyObject *)self;
+}
+
+static void arena_dealloc(ArenaObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+
+	arena_unmap(self);
+	tp->tp_free((PyObject *)self);
+	Py_DECREF(tp);
+}
+
+static inline int arena_ok(ArenaObject *self)
+{
+	if (unlikely(self->closed || self->a.base == NULL)) {
+		PyErr_SetString(PyExc_ValueError, "arena is closed");
+		return 0;
+	}
+	return 1;
+}
+
+/* Range check for an access of @len bytes at @off with alignment @align. */
+static inline int arena_range(ArenaObject *self, uint64_t off, uint64_t len, uint64_t align)
+{
+	if (!arena_ok(self))
+		return 0;
+	if (unlikely(off >= self->a.size || len > self->a.size - off || off % align)) {
+		PyErr_Format(PyExc_ValueError,
+			     "offset %llu (+%llu bytes, alignment %llu) outside the arena of %llu bytes",
+			     (unsigned long long)off, (unsigned long long)len,
+			     (unsigned long long)align, (unsigned long long)self->a.size);
+		return 0;
+	}
+	return 1;
+}
+
+static inline int get_u64(PyObject *o, uint64_t *out)
+{
+	unsigned long long v = PyLong_AsUnsignedLongLong(o);
+
+	if (v == (unsigned long long)-1 && PyErr_Occurred())
+		return 0;
+	*out = v;
+	return 1;
+}
+
+static int arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
+{
+	if (!arena_ok(self))
+		return -1;
+	if (PyBuffer_FillInfo(view, (PyObject *)self, self->a.base, (Py_ssize_t)self->a.size, 0,
+			      flags) < 0)
+		return -1;
+	self->exports++;
+	return 0;
+}
+
+static void arena_releasebuffer(ArenaObject *self, Py_buffer *view)
+{
+	self->exports--;
+	arena_maybe_unmap(self);
+}
+
+static PyObject *arena_close(ArenaObject *self, PyObject *unused)
+{
+	self->closed = 1;
+	arena_maybe_unmap(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_get_closed(ArenaObject *self, void *c)
+{
+	return PyBool_FromLong(self->closed);
+}
+
+static PyObject *arena_get_size(ArenaObject *self, void *c)
+{
+	return PyLong_FromUnsignedLongLong(self->a.size);
+}
+
+static PyObject *arena_get_fd(ArenaObject *self, void *c)
+{
+	return PyLong_FromLong(self->a.fd);
+}
+
+static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "nr_cpu_ids", "possible", "online", "owner", "classes",
+				  "registry_max", "registry_entry", "flags", NULL };
+	unsigned int nr_cpu_ids, reg_max, reg_entry, flags = 0;
+	Py_buffer possible, online;
+	int owner, err;
+	PyObject *classes, *seq;
+	uint32_t cls[PK_MAX_CLASSES];
+	Py_ssize_t n, i;
+
+	if (!arena_ok(self))
+		return NULL;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "Iy*y*iOII|I:format", kwlist, &nr_cpu_ids,
+					 &possible, &online, &owner, &classes, &reg_max, &reg_entry,
+					 &flags))
+		return NULL;
+	seq = PySequence_Fast(classes, "classes must be a sequence of ints");
+	if (seq == NULL)
+		goto fail;
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n > PK_MAX_CLASSES || possible.len != online.len || possible.len > PK_MAX_CPUS / 8) {
+		Py_DECREF(seq);
+		raise_errno(EINVAL, "bad arena format parameters");
+		goto fail;
+	}
+	for (i = 0; i < n; i++) {
+		long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+
+		if (v == -1 && PyErr_Occurred()) {
+			Py_DECREF(seq);
+			goto fail;
+		}
+		cls[i] = (uint32_t)v;
+	}
+	Py_DECREF(seq);
+	err = pk_arena_format(&self->a, nr_cpu_ids, possible.buf, online.buf,
+			      (uint32_t)possible.len, owner, cls, (uint32_t)n, reg_max, reg_entry,
+			      flags);
+	PyBuffer_Release(&possible);
+	PyBuffer_Release(&online);
+	if (err)
+		return raise_errno(err, "cannot format the arena");
+	Py_RETURN_NONE;
+fail:
+	PyBuffer_Release(&possible);
+	PyBuffer_Release(&online);
+	return NULL;
+}
+
+static PyObject *arena_validate(ArenaObject *self, PyObject *unused)
+{
+	int err;
+
+	if (!arena_ok(self))
+		return NULL;
+	err = pk_arena_validate(&self->a);
+	if (err)
+		return raise_errno(err, err == -EPROTO ? "arena version mismatch"
+				   : "not a percpu arena, or not initialised");
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_header(ArenaObject *self, PyObject *unused)
+{
+	struct pk_header *h;
+	uint32_t n;
+
+	if (!arena_ok(self))
+		return NULL;
+	h = pk_hdr(&self->a);
+	n = (h->nr_cpu_ids + 7) / 8;
+	return Py_BuildValue(
+		"{s:K,s:I,s:I,s:K,s:I,s:I,s:I,s:i,s:K,s:K,s:I,s:I,s:I,s:I,s:K,s:y#,s:y#,s:I,s:K,s:K,s:K}",
+		"magic", (unsigned long long)h->magic, "version", h->version,
+		"page_size", h->page_size, "size", (unsigned long long)h->size,
+		"nr_pages", h->nr_pages, "meta_pages", h->meta_pages,
+		"nr_cpu_ids", h->nr_cpu_ids, "owner_pid", h->owner_pid,
+		"created_ns", (unsigned long long)h->created_ns,
+		"registry_off", (unsigned long long)h->registry_off,
+		"registry_max", h->registry_max, "registry_entry", h->registry_entry,
+		"nr_classes", h->nr_classes, "flags", h->flags, "generation", (unsigned long long)h->generation,
+		"possible", h->possible, (Py_ssize_t)n, "online", h->online, (Py_ssize_t)n,
+		"nr_used_pages", READ_ONCE32(&h->nr_used_pages),
+		"nr_page_allocs", (unsigned long long)h->nr_page_allocs,
+		"nr_page_frees", (unsigned long long)h->nr_page_frees,
+		"user_off", (unsigned long long)offsetof(struct pk_header, user));
+}
+
+static PyObject *arena_slab_stats(ArenaObject *self, PyObject *unused)
+{
+	struct pk_header *h;
+	PyObject *list;
+	uint32_t i;
+
+	if (!arena_ok(self))
+		return NULL;
+	h = pk_hdr(&self->a);
+	list = PyList_New(0);
+	if (list == NULL)
+		return NULL;
+	for (i = 0; i < h->nr_classes; i++) {
+		struct pk_slab_class *c = &h->classes[i];
+		PyObject *d = Py_BuildValue("{s:I,s:I,s:I,s:I,s:K,s:K,s:K}", "size", c->size,
+					    "objs_per_slab", c->nobjs, "slabs", c->nr_slabs,
+					    "empty_slabs", c->nr_empty,
+					    "inuse", (unsigned long long)c->nr_inuse,
+					    "allocs", (unsigned long long)c->nr_alloc,
+					    "frees", (unsigned long long)c->nr_free);
+
+		if (d == NULL || PyList_Append(list, d) < 0) {
+			Py_XDECREF(d);
+			Py_DECREF(list);
+			return NULL;
+		}
+		Py_DECREF(d);
+	}
+	return list;
+}
+
+static PyObject *arena_kmalloc(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t size;
+	int zero = 0;
+	int64_t r;
+
+	if (nargs < 1 || nargs > 2) {
+		PyErr_SetString(PyExc_TypeError, "kmalloc(size, zero=False)");
+		return NULL;
+	}
+	if (!arena_ok(self))
+		return NULL;
+	if (PyLong_Check(args[0]) && _PyLong_Sign(args[0]) <= 0)
+		return raise_errno(EINVAL, "kmalloc: size must be positive");
+	if (!get_u64(args[0], &size))
+		return NULL;
+	if (nargs == 2 && (zero = PyObject_IsTrue(args[1])) < 0)
+		return NULL;
+	r = pk_kmalloc(&self->a, size, zero);
+	if (likely(r > 0))
+		return PyLong_FromLongLong(r);
+	if (r == -ENOMEM)
+		Py_RETURN_NONE;
+	return raise_errno((int)r, size > self->a.size ? "kmalloc: size larger than the arena"
+						       : "kmalloc: bad size");
+}
+
+static PyObject *arena_kfree(ArenaObject *self, PyObject *arg)
+{
+	uint64_t off;
+	int r;
+
+	if (!arena_ok(self) || !get_u64(arg, &off))
+		return NULL;
+	if (off == 0)	/* kfree(NULL) is a no-op, as in the kernel */
+		Py_RETURN_NONE;
+	r = pk_kfree(&self->a, off);
+	if (unlikely(r))
+		return raise_errno(r, "kfree: not an allocated object (bad pointer or double free)");
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_ksize(ArenaObject *self, PyObject *arg)
+{
+	uint64_t off;
+	int64_t r;
+
+	if (!arena_ok(self) || !get_u64(arg, &off))
+		return NULL;
+	r = pk_ksize(&self->a, off);
+	if (r < 0)
+		return raise_errno((int)r, "ksize: not an allocated object");
+	return PyLong_FromLongLong(r);
+}
+
+static PyObject *arena_alloc_pages(ArenaObject *self, PyObject *arg)
+{
+	long n = PyLong_AsLong(arg);
+	int64_t r;
+
+	if (n == -1 && PyErr_Occurred())
+		return NULL;
+	if (!arena_ok(self))
+		return NULL;
+	if (n <= 0 || (uint64_t)n > self->a.size / PK_PAGE_SIZE)
+		return raise_errno(EINVAL, "alloc_pages: bad number of pages");
+	r = pk_alloc_pages(&self->a, (uint32_t)n, PK_PG_HEAD, 0);
+	if (r > 0)
+		return PyLong_FromLongLong(r);
+	if (r == -ENOMEM)
+		Py_RETURN_NONE;
+	return raise_errno((int)r, "alloc_pages");
+}
+
+static PyObject *arena_free_pages(ArenaObject *self, PyObject *arg)
+{
+	uint64_t off;
+	int r;
+
+	if (!arena_ok(self) || !get_u64(arg, &off))
+		return NULL;
+	r = pk_free_pages(&self->a, off);
+	if (r)
+		return raise_errno(r, "free_pages: not the start of a page block");
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_check(ArenaObject *self, PyObject *unused)
+{
+	char msg[256];
+	int r;
+
+	if (!arena_ok(self))
+		return NULL;
+	r = pk_arena_check(&self->a, msg, sizeof(msg));
+	if (r)
+		return raise_errno(r, msg);
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_populate(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t off, len;
+
+	if (nargs != 2 || !get_u64(args[0], &off) || !get_u64(args[1], &len)) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "populate(off, length)");
+		return NULL;
+	}
+	if (!arena_range(self, off, len, PK_PAGE_SIZE))
+		return NULL;
+	if (fallocate(self->a.fd, 0, (off_t)off, (off_t)len) < 0)
+		return raise_errno(errno, "fallocate");
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_punch(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t off, len;
+
+	if (nargs != 2 || !get_u64(args[0], &off) || !get_u64(args[1], &len)) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "punch(off, length)");
+		return NULL;
+	}
+	if (!arena_range(self, off, len, PK_PAGE_SIZE))
+		return NULL;
+	if (fallocate(self->a.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) < 0)
+		return raise_errno(errno, "fallocate(PUNCH_HOLE)");
+	Py_RETURN_NONE;
+}
+
+/* Word atomics: 64-bit, naturally aligned. */
+
+static PyObject *arena_load(ArenaObject *self, PyObject *arg)
+{
+	uint64_t off;
+
+	if (!get_u64(arg, &off) || !arena_range(self, off, 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(READ_ONCE64(self->a.base + off));
+}
+
+static int args_u64(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, uint64_t *out,
+		    const char *sig)
+{
+	Py_ssize_t i;
+
+	if (nargs != want) {
+		PyErr_Format(PyExc_TypeError, "expected %s", sig);
+		return 0;
+	}
+	for (i = 0; i < want; i++)
+		if (!get_u64(args[i], &out[i]))
+			return 0;
+	return 1;
+}
+
+static PyObject *arena_store(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2];
+
+	if (!args_u64(args, nargs, 2, v, "store(off, value)") || !arena_range(self, v[0], 8, 8))
+		return NULL;
+	atomic_store(PK_A64(self->a.base + v[0]), v[1]);
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_fetch_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t off, delta;
+	long long d;
+
+	if (nargs != 2) {
+		PyErr_SetString(PyExc_TypeError, "expected fetch_add(off, delta)");
+		return NULL;
+	}
+	if (!get_u64(args[0], &off))
+		return NULL;
+	d = PyLong_AsLongLong(args[1]);	/* negative deltas subtract (mod 2**64) */
+	if (d == -1 && PyErr_Occurred())
+		return NULL;
+	delta = (uint64_t)d;
+	if (!arena_range(self, off, 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(pk_fetch_add64(self->a.base + off, delta));
+}
+
+static PyObject *arena_cmpxchg(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[3];
+
+	if (!args_u64(args, nargs, 3, v, "cmpxchg(off, old, new)") ||
+	    !arena_range(self, v[0], 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(pk_cmpxchg64(self->a.base + v[0], v[1], v[2]));
+}
+
+static PyObject *arena_xchg(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2];
+
+	if (!args_u64(args, nargs, 2, v, "xchg(off, value)") || !arena_range(self, v[0], 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(pk_xchg64(self->a.base + v[0], v[1]));
+}
+
+/* llist */
+
+static PyObject *arena_llist_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2];
+
+	if (!args_u64(args, nargs, 2, v, "llist_add(head, node)") ||
+	    !arena_range(self, v[0], 8, 8) || !arena_range(self, v[1], 8, 8))
+		return NULL;
+	if (v[1] == 0)
+		return raise_errno(EINVAL, "llist_add: node offset 0 is NULL");
+	return PyBool_FromLong(pk_llist_add_batch(self->a.base, v[0], v[1], v[1]));
+}
+
+static PyObject *arena_llist_add_batch(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[3];
+
+	if (!args_u64(args, nargs, 3, v, "llist_add_batch(head, first, last)") ||
+	    !arena_range(self, v[0], 8, 8) || !arena_range(self, v[1], 8, 8) ||
+	    !arena_range(self, v[2], 8, 8))
+		return NULL;
+	if (v[1] == 0 || v[2] == 0)
+		return raise_errno(EINVAL, "llist_add_batch: node offset 0 is NULL");
+	return PyBool_FromLong(pk_llist_add_batch(self->a.base, v[0], v[1], v[2]));
+}
+
+static PyObject *arena_llist_del_all(ArenaObject *self, PyObject *arg)
+{
+	uint64_t head;
+
+	if (!get_u64(arg, &head) || !arena_range(self, head, 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(pk_llist_del_all(self->a.base, head));
+}
+
+static PyObject *arena_llist_del_first(ArenaObject *self, PyObject *arg)
+{
+	uint64_t head;
+
+	if (!get_u64(arg, &head) || !arena_range(self, head, 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(__pk_llist_del_first(self->a.base, head));
+}
+
+static PyObject *arena_llist_nodes(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2], node;
+	PyObject *list;
+
+	if (!args_u64(args, nargs, 2, v, "llist_nodes(first, limit)"))
+		return NULL;
+	list = PyList_New(0);
+	if (list == NULL)
+		return NULL;
+	for (node = v[0]; node; node = READ_ONCE64(self->a.base + node)) {
+		PyObject *o;
+
+		if (!arena_range(self, node, 8, 8))
+			goto fail;
+		if ((uint64_t)PyList_GET_SIZE(list) >= v[1]) {
+			raise_errno(ELOOP, "llist_nodes: more nodes than the limit (a cycle?)");
+			goto fail;
+		}
+		o = PyLong_FromUnsignedLongLong(node);
+		if (o == NULL || PyList_Append(list, o) < 0) {
+			Py_XDECREF(o);
+			goto fail;
+		}
+		Py_DECREF(o);
+	}
+	return list;
+fail:
+	Py_DECREF(list);
+	return NULL;
+}
+
+/* Per-CPU slots: an array of one cache line per CPU, counter in its first word. */
+
+static PyObject *arena_percpu_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t off, cpu;
+	long long d;
+
+	if (nargs != 3 || !get_u64(args[0], &off) || !get_u64(args[1], &cpu)) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "expected percpu_add(off, cpu, delta)");
+		return NULL;
+	}
+	d = PyLong_AsLongLong(args[2]);
+	if (d == -1 && PyErr_Occurred())
+		return NULL;
+	if (cpu >= PK_MAX_CPUS || !arena_range(self, off + cpu * PK_CACHELINE, 8, PK_CACHELINE))
+		return PyErr_Occurred() ? NULL : raise_errno(EINVAL, "percpu_add: bad cpu");
+	/*
+	 * Relaxed: a counter, not a publication; the slot is the CPU's own, but a
+	 * stale CPU id after migration makes two processes share it, hence atomic.
+	 */
+	atomic_fetch_add_explicit(PK_A64(self->a.base + off + cpu * PK_CACHELINE), (uint64_t)d,
+				  memory_order_relaxed);
+	Py_RETURN_NONE;
+}
+
+static PyObject *arena_percpu_sum(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2], sum = 0, cpu;
+
+	if (!args_u64(args, nargs, 2, v, "percpu_sum(off, nr_cpus)"))
+		return NULL;
+	if (v[1] == 0 || v[1] > PK_MAX_CPUS ||
+	    !arena_range(self, v[0], v[1] * PK_CACHELINE, PK_CACHELINE))
+		return PyErr_Occurred() ? NULL : raise_errno(EINVAL, "percpu_sum: bad cpu count");
+	for (cpu = 0; cpu < v[1]; cpu++)
+		sum += READ_ONCE64(self->a.base + v[0] + cpu * PK_CACHELINE);
+	return PyLong_FromLongLong((long long)sum);
+}
+
+static PyGetSetDef arena_getset[] = {
+	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
+	{ "size", (getter)arena_get_size, NULL, "bytes mapped", NULL },
+	{ "fd", (getter)arena_get_fd, NULL, "the arena's own file descriptor", NULL },
+	{ NULL }
+};
+
+#define FAST(name) (PyCFunction)(void (*)(void))arena_##name, METH_FASTCALL
+
+static PyMethodDef arena_methods[] = {
+	{ "close", (PyCFunction)arena_close, METH_NOARGS, "Unmap once no view is left." },
+	{ "format", (PyCFunction)(void (*)(void))arena_format, METH_VARARGS | METH_KEYWORDS,
+	  "Write a new header: layout, CPU masks, size classes." },
+	{ "validate", (PyCFunction)arena_validate, METH_NOARGS, "Check magic, version, size." },
+	{ "header", (PyCFunction)arena_header, METH_NOARGS, "The header's fields as a dict." },
+	{ "slab_stats", (PyCFunction)arena_slab_stats, METH_NOARGS, "Per size class counters." },
+	{ "kmalloc", FAST(kmalloc), "kmalloc(size, zero=False) -> offset | None" },
+	{ "kfree", (PyCFunction)arena_kfree, METH_O, "kfree(offset)" },
+	{ "ksize", (PyCFunction)arena_ksize, METH_O, "ksize(offset) -> usable bytes" },
+	{ "alloc_pages", (PyCFunction)arena_alloc_pages, METH_O, "alloc_pages(n) -> offset | None" },
+	{ "free_pages", (PyCFunction)arena_free_pages, METH_O, "free_pages(offset)" },
+	{ "check", (PyCFunction)arena_check, METH_NOARGS, "Verify every page and size class." },
+	{ "populate", FAST(populate), "populate(off, length): fallocate" },
+	{ "punch", FAST(punch), "punch(off, length): fallocate(PUNCH_HOLE)" },
+	{ "load", (PyCFunction)arena_load, METH_O, "load(off) -> u64" },
+	{ "store", FAST(store), "store(off, value)" },
+	{ "fetch_add", FAST(fetch_add), "fetch_add(off, delta) -> old" },
+	{ "cmpxchg", FAST(cmpxchg), "cmpxchg(off, old, new) -> found" },
+	{ "xchg", FAST(xchg), "xchg(off, value) -> old" },
+	{ "llist_add", FAST(llist_add), "llist_add(head, node) -> was_empty" },
+	{ "llist_add_batch", FAST(llist_add_batch), "llist_add_batch(head, first, last)" },
+	{ "llist_del_all", (PyCFunction)arena_llist_del_all, METH_O, "llist_del_all(head)" },
+	{ "llist_del_first", (PyCFunction)arena_llist_del_first, METH_O,
+	  "__llist_del_first(head): one consumer at a time" },
+	{ "llist_nodes", FAST(llist_nodes), "llist_nodes(first, limit) -> [offsets]" },
+	{ "percpu_add", FAST(percpu_add), "percpu_add(off, cpu, delta)" },
+	{ "percpu_sum", FAST(percpu_sum), "percpu_sum(off, nr_cpus) -> int" },
+	{ NULL }
+};
+
+static PyType_Slot arena_slots[] = {
+	{ Py_tp_new, arena_new },
+	{ Py_tp_init, arena_init },
+	{ Py_tp_dealloc, arena_dealloc },
+	{ Py_tp_methods, arena_methods },
+	{ Py_tp_getset, arena_getset },
+	{ Py_bf_getbuffer, arena_getbuffer },
+	{ Py_bf_releasebuffer, arena_releasebuffer },
+	{ Py_tp_doc, "Arena(fd, size): a MAP_SHARED mapping of a domain file." },
+	{ 0, NULL }
+};
+
+static PyType_Spec arena_spec = {
+	.name = "percpu._core.Arena",
+	.basicsize = sizeof(ArenaObject),
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+	.slots = arena_slots,
+};
+
+/* ---- Lock --------------------------------------------------------------- */
+
+static int lock_init(LockObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "arena", "offset", NULL };
+	PyObject *arena;
+	unsigned long long off;
+	core_state *st = PyType_GetModuleState(Py_TYPE(self));
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!K:Lock", kwlist, st->arena_type, &arena,
+					 &off))
+		return -1;
+	if (!arena_range((ArenaObject *)arena, off, sizeof(struct pk_lock), 8))
+		return -1;
+	Py_XSETREF(self->arena, (ArenaObject *)Py_NewRef(arena));
+	self->off = off;
+	self->l = (struct pk_lock *)(self->arena->a.base + off);
+	return 0;
+}
+
+static void lock_dealloc(LockObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+
+	Py_CLEAR(self->arena);
+	tp->tp_free((PyObject *)self);
+	Py_DECREF(tp);
+}
+
+static inline int lock_ok(LockObject *self)
+{
+	if (unlikely(self->arena == NULL))
+		return PyErr_SetString(PyExc_ValueError, "Lock not initialised"), 0;
+	return arena_ok(self->arena);
+}
+
+/*
+ * The waiting part of lock()/acquire(): without the GIL, in slices of 50 ms
+ * so that signal handlers (KeyboardInterrupt) run.  Returns PK_LOCK_* or -errno,
+ * or -EINTR with an exception set.
+ */
+static int lock_wait(LockObject *self, int64_t timeout_ns)
+{
+	ArenaObject *a = self->arena;
+	int64_t waited = 0, slice = 50000000;
+	int r;
+
+	for (;;) {
+		int64_t budget = timeout_ns < 0 ? slice
+				: (timeout_ns - waited < slice ? timeout_ns - waited : slice);
+
+		a->inflight++;
+		Py_BEGIN_ALLOW_THREADS
+		r = pk_lock_acquire(self->l, budget);
+		Py_END_ALLOW_THREADS
+		a->inflight--;
+		if (r != -ETIMEDOUT)
+			return r;
+		waited += budget;
+		if (a->closed) {
+			arena_maybe_unmap(a);
+			PyErr_SetString(PyExc_ValueError, "arena closed while waiting for a lock");
+			return -EINTR;
+		}
+		if (PyErr_CheckSignals() < 0)
+			return -EINTR;
+		if (timeout_ns >= 0 && waited >= timeout_ns)
+			return -ETIMEDOUT;
+	}
+}
+
+static PyObject *lock_lock(LockObject *self, PyObject *unused)
+{
+	int r;
+
+	if (!lock_ok(self))
+		return NULL;
+	r = pk_lock_trylock(self->l);
+	if (likely(r == 0))
+		Py_RETURN_FALSE;
+	if (r == -EDEADLK)
+		return raise_errno(EDEADLK, "lock is already held by this thread");
+	r = lock_wait(self, -1);
+	if (r == -EINTR)
+		return NULL;
+	if (r < 0)
+		return raise_errno(r, "lock");
+	return PyBool_FromLong(r == PK_LOCK_RECOVERED);
+}
+
+static PyObject *lock_trylock(LockObject *self, PyObject *unused)
+{
+	int r;
+
+	if (!lock_ok(self))
+		return NULL;
+	r = pk_lock_trylock(self->l);
+	if (r == -EDEADLK)
+		return raise_errno(EDEADLK, "lock is already held by this thread");
+	return PyBool_FromLong(r == 0);
+}
+
+static PyObject *lock_unlock(LockObject *self, PyObject *unused)
+{
+	if (!lock_ok(self))
+		return NULL;
+	if (unlikely(pk_lock_release(self->l) < 0))
+		return raise_errno(EPERM, "unlock of a lock this thread does not hold");
+	Py_RETURN_NONE;
+}
+
+static PyObject *lock_acquire(LockObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "blocking", "timeout", NULL };
+	int blocking = 1, r;
+	double timeout = -1;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|pd:acquire", kwlist, &blocking, &timeout))
+		return NULL;
+	if (!lock_ok(self))
+		return NULL;
+	if (!blocking && timeout != -1)
+		return raise_errno(EINVAL, "can't specify a timeout for a non-blocking call");
+	if (timeout < 0 && timeout != -1)
+		return raise_errno(EINVAL, "timeout value must be a non-negative number");
+	r = pk_lock_trylock(self->l);
+	if (r == 0)
+		Py_RETURN_TRUE;
+	if (r == -EDEADLK)
+		return raise_errno(EDEADLK, "lock is already held by this thread");
+	if (!blocking)
+		Py_RETURN_FALSE;
+	r = lock_wait(self, timeout < 0 ? -1 : (int64_t)(timeout * 1e9));
+	if (r == -EINTR)
+		return NULL;
+	if (r == -ETIMEDOUT)
+		Py_RETURN_FALSE;
+	if (r < 0)
+		return raise_errno(r, "acquire");
+	Py_RETURN_TRUE;
+}
+
+static PyObject *lock_exit(LockObject *self, PyObject *args)
+{
+	return lock_unlock(self, NULL);
+}
+
+static PyObject *lock_get_owner(LockObject *self, void *c)
+{
+	if (!lock_ok(self))
+		return NULL;
+	return PyLong_FromUnsignedLong(pk_lock_owner(self->l));
+}
+
+static PyObject *lock_get_locked(LockObject *self, void *c)
+{
+	if (!lock_ok(self))
+		return NULL;
+	return PyBool_FromLong(pk_lock_owner(self->l) != 0);
+}
+
+static PyObject *lock_get_recoveries(LockObject *self, void *c)
+{
+	if (!lock_ok(self))
+		return NULL;
+	return PyLong_FromUnsignedLong(READ_ONCE32(&self->l->recoveries));
+}
+
+static PyObject *lock_get_offset(LockObject *self, void *c)
+{
+	return PyLong_FromUnsignedLongLong(self->off);
+}
+
+static PyObject *lock_repr(LockObject *self)
+{
+	if (self->arena == NULL || self->arena->closed)
+		return PyUnicode_FromFormat("<Lock off=%llu closed>", (unsigned long long)self->off);
+	return PyUnicode_FromFormat("<Lock off=%llu owner=%u recoveries=%u>",
+				    (unsigned long long)self->off, pk_lock_owner(self->l),
+				    READ_ONCE32(&self->l->recoveries));
+}
+
+static PyMethodDef lock_methods[] = {
+	{ "lock", (PyCFunction)lock_lock, METH_NOARGS,
+	  "Take the lock; True if its previous owner died holding it." },
+	{ "trylock", (PyCFunction)lock_trylock, METH_NOARGS, "Take it if free; never waits." },
+	{ "unlock", (PyCFunction)lock_unlock, METH_NOARGS, "Release; EPERM if not the owner." },
+	{ "acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_VARARGS | METH_KEYWORDS,
+	  "acquire(blocking=True, timeout=-1) -> bool, like threading.Lock." },
+	{ "release", (PyCFunction)lock_unlock, METH_NOARGS, "Same as unlock()." },
+	{ "__enter__", (PyCFunction)lock_lock, METH_NOARGS, NULL },
+	{ "__exit__", (PyCFunction)lock_exit, METH_VARARGS, NULL },
+	{ NULL }
+};
+
+static PyGetSetDef lock_getset[] = {
+	{ "owner", (getter)lock_get_owner, NULL, "TID of the holder, 0 if free", NULL },
+	{ "locked", (getter)lock_get_locked, NULL, "True while held", NULL },
+	{ "recoveries", (getter)lock_get_recoveries, NULL, "dead owners taken over", NULL },
+	{ "offset", (getter)lock_get_offset, NULL, "offset of the lock word", NULL },
+	{ NULL }
+};
+
+static PyType_Slot lock_slots[] = {
+	{ Py_tp_init, lock_init },
+	{ Py_tp_dealloc, lock_dealloc },
+	{ Py_tp_methods, lock_methods },
+	{ Py_tp_getset, lock_getset },
+	{ Py_tp_repr, lock_repr },
+	{ Py_tp_doc, "Lock(arena, offset): the process-shared lock at an arena offset." },
+	{ 0, NULL }
+};
+
+static PyType_Spec lock_spec = {
+	.name = "percpu._core.Lock",
+	.basicsize = sizeof(LockObject),
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+	.slots = lock_slots,
+};
+
+/* ---- module ------------------------------------------------------------- */
+
+static PyMethodDef core_methods[] = {
+	{ "noop", core_noop, METH_NOARGS, "Do nothing: the benchmarks' C-call floor." },
+	{ "sched_getcpu", core_sched_getcpu, METH_NOARGS, "The CPU this thread runs on now." },
+	{ "gettid", core_gettid, METH_NOARGS, "This thread's TID (cached; reset after fork)." },
+	{ "set_task_name", core_set_task_name, METH_O,
+	  "prctl(PR_SET_NAME): the name ps and top show (15 bytes)." },
+	{ "get_task_name", core_get_task_name, METH_NOARGS, "prctl(PR_GET_NAME)." },
+	{ "task_alive", core_task_alive, METH_O,
+	  "True if the TID names a live, non-zombie task (the lock's owner probe)." },
+	{ NULL }
+};
+
+static void atfork_child(void)
+{
+	pk_tid_reset();
+}
+
+static int core_exec(PyObject *m)
+{
+	core_state *st = PyModule_GetState(m);
+	static int atfork_done;
+
+	st->arena_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &arena_spec, NULL);
+	if (st->arena_type == NULL || PyModule_AddType(m, st->arena_type) < 0)
+		return -1;
+	st->lock_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &lock_spec, NULL);
+	if (st->lock_type == NULL || PyModule_AddType(m, st->lock_type) < 0)
+		return -1;
+	if (!atfork_done) {
+		pthread_atfork(NULL, NULL, atfork_child);
+		atfork_done = 1;
+	}
+#define ADD_INT(name, v) if (PyModule_AddIntConstant(m, name, (long)(v)) < 0) return -1
+	ADD_INT("PAGE_SIZE", PK_PAGE_SIZE);
+	ADD_INT("CACHELINE", PK_CACHELINE);
+	ADD_INT("MAX_CPUS", PK_MAX_CPUS);
+	ADD_INT("MAX_CLASSES", PK_MAX_CLASSES);
+	ADD_INT("VERSION", PK_VERSION);
+	ADD_INT("LOCK_SIZE", sizeof(struct pk_lock));
+	ADD_INT("REGISTRY_LOCK_OFF", offsetof(struct pk_header, registry_lock));
+	ADD_INT("PAGE_LOCK_OFF", offsetof(struct pk_header, page_lock));
+	ADD_INT("USER_OFF", offsetof(struct pk_header, user));
+	ADD_INT("USER_WORDS", sizeof(((struct pk_header *)0)->user) / 8);
+	return 0;
+}
+
+static int core_traverse(PyObject *m, visitproc visit, void *arg)
+{
+	core_state *st = PyModule_GetState(m);
+
+	Py_VISIT(st->arena_type);
+	Py_VISIT(st->lock_type);
+	return 0;
+}
+
+static int core_clear(PyObject *m)
+{
+	core_state *st = PyModule_GetState(m);
+
+	Py_CLEAR(st->arena_type);
+	Py_CLEAR(st->lock_type);
+	return 0;
+}
+
+static void core_free(void *m)
+{
+	core_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot core_slots[] = {
+	{ Py_mod_exec, core_exec },
+	{ 0, NULL }
+};
+
+static struct PyModuleDef core_module = {
+	PyModuleDef_HEAD_INIT,
+	.m_name = "percpu._core",
+	.m_doc = "The C core of percpu: atomics, the shared lock, llist and the arena allocators.",
+	.m_size = sizeof(core_state),
+	.m_methods = core_methods,
+	.m_slots = core_slots,
+	.m_traverse = core_traverse,
+	.m_clear = core_clear,
+	.m_free = core_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+	return PyModuleDef_Init(&core_module);
+}

@@ -1,0 +1,34 @@
+"""percpu: the Linux kernel's per-CPU infrastructure for Python processes.
+
+Worker processes pinned to real CPUs share a *domain*: one shared-memory file
+holding per-CPU data, object caches, CPU sets and queues, with the kernel's
+semantics.  Start with :class:`Domain` and :func:`current_domain`; the kernel's
+own names are in :mod:`percpu.kernel`.
+"""
+
+from percpu import errors
+from percpu.runtime.context import in_nmi, nmi, signal
+from percpu.runtime.cpu import on_cpu, smp_processor_id
+from percpu.runtime.domain import Domain, current_domain, mem
+from percpu.runtime.kthread import Kthread
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("percpu")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Domain",
+    "Kthread",
+    "__version__",
+    "current_domain",
+    "errors",
+    "in_nmi",
+    "mem",
+    "nmi",
+    "on_cpu",
+    "signal",
+    "smp_processor_id",
+]

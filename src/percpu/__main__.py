@@ -1,0 +1,5 @@
+"""Run the ``percpu`` command line: ``python -m percpu``."""
+
+from percpu.cli.main import main
+
+main()

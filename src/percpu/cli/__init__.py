@@ -1,0 +1,1 @@
+"""The ``percpu`` command line: ``percpu [OPTIONS] OBJECT COMMAND``."""
