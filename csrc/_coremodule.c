@@ -1053,6 +1053,8 @@ static int core_exec(PyObject *m)
 	ADD_INT("REGISTRY_LOCK_OFF", offsetof(struct pk_header, registry_lock));
 	ADD_INT("PAGE_LOCK_OFF", offsetof(struct pk_header, page_lock));
 	ADD_INT("USER_OFF", offsetof(struct pk_header, user));
+	ADD_INT("CLASSES_OFF", offsetof(struct pk_header, classes));
+	ADD_INT("CLASS_STRIDE", sizeof(struct pk_slab_class));
 	ADD_INT("USER_WORDS", sizeof(((struct pk_header *)0)->user) / 8);
 	return 0;
 }

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from percpu.cli.render import Options, fail
+from percpu.cli.domain import domain
 from percpu.cli.topology import topology
 
 __all__ = ["cli", "main"]
@@ -125,3 +126,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 # One OBJECT per module under percpu.cli.  To add one: import its command or
 # group next to `topology` at the top of this file and add it here.
 cli.add_command(topology)
+cli.add_command(domain)

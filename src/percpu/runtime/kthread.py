@@ -17,7 +17,8 @@ Each kthread has a small control block in the arena::
     +16 pid           the worker's pid
 
 The parent's supervisor thread waits on every worker's sentinel.  A worker
-that dies without being asked to stop is reported (logged, counted, and passed
+that exits with a non-zero code or a signal without being asked to stop is
+reported (logged, counted, and passed
 to ``on_death``) and, with ``restart=True``, started again up to
 ``max_restarts`` times.  ``kthread_stop()`` returns the worker's exit code: the
 int its function returned (0 for None, 1 for an exception, ``-signal`` when
@@ -241,6 +242,8 @@ class Kthread:
 
     def _died(self) -> None:
         code = self._proc.exitcode
+        if code == 0:
+            return  # the function returned: kthread_stop() will collect the result
         self.deaths.append(code)
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         log.warning("kthread %s (pid %s) on CPU %d died with %s", self.name, self._proc.pid, self.cpu, how)

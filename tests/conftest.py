@@ -1,0 +1,49 @@
+"""Shared fixtures of the percpu test suite.
+
+Fixtures:
+    domain      a simulated 4-CPU, 32 MiB domain, current for the test
+    domain64    the same with 64 simulated CPUs
+
+Hypothesis profiles: "ci" (50 examples) when the CI environment variable is
+set, else "dev" (100 examples); neither has a deadline (shared-memory set-up
+times vary with the machine).
+
+``tests/`` is on ``sys.path`` (pytest's rootdir conftest), so test modules
+import the pure-Python reference models as ``models.<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings
+
+import percpu
+
+settings.register_profile("ci", max_examples=50, deadline=None)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def _domain(nr_cpus: int, size: int = 32 << 20) -> Iterator[percpu.Domain]:
+    dom = percpu.Domain.create(size=size, nr_cpus=nr_cpus)
+    try:
+        with dom:
+            yield dom
+    finally:
+        dom.close()
+        dom.unlink()
+
+
+@pytest.fixture
+def domain() -> Iterator[percpu.Domain]:
+    """A fresh 32 MiB domain of 4 simulated CPUs, the current domain during the test."""
+    yield from _domain(4)
+
+
+@pytest.fixture
+def domain64() -> Iterator[percpu.Domain]:
+    """A fresh 32 MiB domain of 64 simulated CPUs, the current domain during the test."""
+    yield from _domain(64)
