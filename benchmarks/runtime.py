@@ -8,11 +8,14 @@ percpu                                 peer
 ``_core.noop()`` (METH_NOARGS floor)   itself (1.00x by definition)
 ``Lock.lock()`` + ``Lock.unlock()``    ``threading.Lock`` acquire+release;
                                        ``multiprocessing.Lock`` acquire+release
+``lock.lock()`` + ``lock.unlock()``    ``lock.acquire()`` + ``lock.release()`` of a
+(method form, no bound locals)         ``threading.Lock``, same form
 ``with Lock:``                         ``with threading.Lock():``
 2 processes on 2 CPUs, lock; counter   ``multiprocessing.Lock`` guarding a
 += 1 in shared memory; unlock          counter in shared memory, same loop
 ``dom.kmalloc(64)`` + ``dom.kfree``    ``SharedMemory(create=True, size=64)``
 ``percpu.kernel.kmalloc(64)`` + kfree  + ``close()`` + ``unlink()``
+``dom.arena.kmalloc(64)`` + kfree
 ``dom.kmalloc(4097)`` + kfree (pages)
 =====================================  =========================================
 
@@ -59,11 +62,13 @@ CASES = [
     "noop",
     "lock+unlock",
     "lock+unlock vs mp",
+    "lock.lock()+lock.unlock()",
     "with lock",
     "contended lock+unlock per process",
     "contended lock+unlock aggregate",
     "kmalloc(64)+kfree",
     "kernel.kmalloc(64)+kfree",
+    "arena.kmalloc(64)+kfree",
     "kmalloc(4097)+kfree",
 ]
 
@@ -79,8 +84,10 @@ def _single(dom: percpu.Domain, *, quick: bool) -> tuple[list[Row], dict[str, fl
     cases = [
         Case("noop", "noop()", {"noop": _core.noop}),
         Case("lock+unlock", "lk(); ul()", {"lk": lock.lock, "ul": lock.unlock}),
+        Case("method lock", "lock.lock(); lock.unlock()", {"lock": lock}),
         Case("with lock", "with lock:\n    pass", {"lock": lock}),
         Case("threading.Lock", "a(); r()", {"a": tlock.acquire, "r": tlock.release}),
+        Case("method threading.Lock", "lock.acquire(); lock.release()", {"lock": tlock}),
         Case("with threading.Lock", "with lock:\n    pass", {"lock": tlock}),
         Case("multiprocessing.Lock", "a(); r()", {"a": mlock.acquire, "r": mlock.release}),
         Case("kmalloc64", "kf(km(64))", {"km": dom.kmalloc, "kf": dom.kfree}),
@@ -90,6 +97,7 @@ def _single(dom: percpu.Domain, *, quick: bool) -> tuple[list[Row], dict[str, fl
             {"km": percpu.kernel.kmalloc, "kf": percpu.kernel.kfree},
             ctx=lambda: dom,
         ),
+        Case("arena.kmalloc64", "kf(km(64))", {"km": dom.arena.kmalloc, "kf": dom.arena.kfree}),
         Case("kmalloc4097", "kf(km(4097))", {"km": dom.kmalloc, "kf": dom.kfree}),
         Case(
             "SharedMemory64",
@@ -119,16 +127,21 @@ def _single(dom: percpu.Domain, *, quick: bool) -> tuple[list[Row], dict[str, fl
         row("lock+unlock", "lock+unlock", "threading.Lock acquire+release", "threading.Lock"),
         row("lock+unlock vs mp", "lock+unlock", "multiprocessing.Lock acquire+release",
             "multiprocessing.Lock"),
+        row("lock.lock()+lock.unlock()", "method lock",
+            "threading.Lock .acquire()+.release()", "method threading.Lock"),
         row("with lock", "with lock", "with threading.Lock", "with threading.Lock"),
         row("kmalloc(64)+kfree", "kmalloc64", "SharedMemory(64) create+close+unlink",
             "SharedMemory64"),
         row("kernel.kmalloc(64)+kfree", "kernel.kmalloc64", "SharedMemory(64) create+close+unlink",
+            "SharedMemory64"),
+        row("arena.kmalloc(64)+kfree", "arena.kmalloc64", "SharedMemory(64) create+close+unlink",
             "SharedMemory64"),
         row("kmalloc(4097)+kfree", "kmalloc4097", "SharedMemory(64) create+close+unlink",
             "SharedMemory64"),
     ]
     ratios = {
         "lock_over_noop": suite.ratio("lock+unlock", "noop"),
+        "method_lock_over_noop": suite.ratio("method lock", "noop"),
         "with_lock_over_noop": suite.ratio("with lock", "noop"),
         "shm_over_kmalloc64": suite.ratio("SharedMemory64", "kmalloc64"),
         "shm_over_kernel_kmalloc64": suite.ratio("SharedMemory64", "kernel.kmalloc64"),
@@ -264,7 +277,7 @@ def run(*, quick: bool) -> dict[str, Any]:
             dom.unlink()
         finally:
             dom.close()
-    rows[4:4] = crow  # after the uncontended lock rows
+    rows[5:5] = crow  # after the uncontended lock rows
     lock_ratio = ratios["lock_over_noop"]
     shm_ratio = ratios["shm_over_kmalloc64"]
     targets = [
@@ -321,7 +334,8 @@ def _print_text(doc: dict[str, Any], rows: list[Row]) -> None:
             f"counter {'== 2N in every round' if c['counter_ok'] else 'WRONG'}"
         )
     r = doc["ratios"]
-    print(f"with lock / noop: {r['with_lock_over_noop']:.2f}x; "
+    print(f"lock.lock()+lock.unlock() (method form, specialised by 3.11) / noop: "
+          f"{r['method_lock_over_noop']:.2f}x; with lock / noop: {r['with_lock_over_noop']:.2f}x; "
           f"SharedMemory / kernel.kmalloc(64): {r['shm_over_kernel_kmalloc64']:,.0f}x")
     for t in doc["targets"]:
         print(f"target {t['name']}: {t['ratio']:.2f}x (target {t['target']}): "

@@ -240,8 +240,14 @@ static inline int get_u64(PyObject *o, uint64_t *out)
 {
 	unsigned long long v = PyLong_AsUnsignedLongLong(o);
 
-	if (v == (unsigned long long)-1 && PyErr_Occurred())
+	if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+		/* A negative or > 64-bit offset is out of range: EINVAL, not OverflowError. */
+		if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+			PyErr_Clear();
+			raise_errno(EINVAL, "offset or size out of range (negative or above 2**64-1)");
+		}
 		return 0;
+	}
 	*out = v;
 	return 1;
 }
@@ -465,8 +471,12 @@ static PyObject *arena_alloc_pages(ArenaObject *self, PyObject *arg)
 	long n = PyLong_AsLong(arg);
 	int64_t r;
 
-	if (n == -1 && PyErr_Occurred())
-		return NULL;
+	if (n == -1 && PyErr_Occurred()) {
+		if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+			return NULL;
+		PyErr_Clear();
+		return raise_errno(EINVAL, "alloc_pages: bad number of pages");
+	}
 	if (!arena_ok(self))
 		return NULL;
 	if (n <= 0 || (uint64_t)n > self->a.size / PK_PAGE_SIZE)

@@ -84,7 +84,8 @@ def ls(ctx: click.Context) -> None:
 @click.pass_context
 def show(ctx: click.Context, name: str) -> None:
     """Show one domain: header, memory, kmalloc classes and named objects."""
-    from percpu.runtime.domain import Domain, format_cpulist, owner_alive
+    from percpu.runtime.domain import Domain, owner_alive
+    from percpu.runtime.topology import format_cpulist
 
     opts = _opts(ctx)
     try:
@@ -255,7 +256,8 @@ def _tour_worker(slots: int, counter: int, lock_off: int, rounds: int) -> int:
 @click.pass_context
 def tour(ctx: click.Context, nr_cpus: int | None, rounds: int, method: str) -> None:
     """Create a domain, run pinned workers in it, show what happened, remove it."""
-    from percpu.runtime.domain import Domain, format_cpulist
+    from percpu.runtime.domain import Domain
+    from percpu.runtime.topology import format_cpulist
     from percpu.runtime.kthread import kthread_run_on_cpu
 
     opts = _opts(ctx)

@@ -156,7 +156,7 @@ class Domain:
         if real_online is None:
             real_online = tuple(sorted(os.sched_getaffinity(0))) or (0,)
         self._real_online = real_online
-        self._view: memoryview | None = memoryview(arena)
+        self._view: memoryview | None = memoryview(arena)  # type: ignore[arg-type]  # Buffer is 3.12+
         self._registry_off: int = hdr["registry_off"]
         self._registry_lock = _core.Lock(arena, _core.REGISTRY_LOCK_OFF)
         self._unlinked = False
@@ -423,10 +423,12 @@ class Domain:
         Errors: :class:`InvalidArgument` for size <= 0 or beyond the arena.
         Context: never sleeps long (short lock holds); process-safe.
         """
+        _check_size(size)
         return self._arena.kmalloc(size)
 
     def kzalloc(self, size: int) -> int | None:
         """Like :meth:`kmalloc`, zeroed.  Counterpart of ``kzalloc()``."""
+        _check_size(size)
         return self._arena.kmalloc(size, True)
 
     def kfree(self, ptr: int) -> None:
@@ -567,6 +569,11 @@ class Domain:
             f"<Domain {self._name} cpus={format_cpulist(self._possible)}{sim} "
             f"size={_human(self.size)} populated={_human(used)} owner={self._owner_pid}>"
         )
+
+
+def _check_size(size: object) -> None:
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise InvalidArgument(f"kmalloc: size must be an integer, not {size!r}")
 
 
 class _RegistryGuard:

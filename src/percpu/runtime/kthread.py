@@ -164,7 +164,7 @@ class Kthread:
         arena = self.domain.arena
         arena.store(self._ctrl + _OFF_STARTED, 0)
         arena.store(self._ctrl + _OFF_STOP, 0)
-        ctx = multiprocessing.get_context(self.method)
+        ctx: Any = multiprocessing.get_context(self.method)
         if self.method == "fork":
             _fork_domains[self.domain.name] = self.domain
         proc = ctx.Process(

@@ -1,0 +1,42 @@
+"""The C core's stubs match the extension, and the package type-checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_stubtest_accepts_core_stub():
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "percpu._core"],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.timeout(300)
+def test_mypy_strict_on_package():
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=280
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_public_names_exist():
+    import percpu
+    from percpu import kernel
+
+    for name in percpu.__all__:
+        assert hasattr(percpu, name), name
+    for name in kernel.__all__:
+        assert callable(getattr(kernel, name)), name
+    for name in ("smp_processor_id", "nr_cpu_ids", "num_possible_cpus", "cpu_possible_mask",
+                 "cpu_online_mask", "in_nmi", "kmalloc", "kzalloc", "kfree", "kthread_run_on_cpu",
+                 "kthread_stop"):
+        assert name in kernel.__all__
