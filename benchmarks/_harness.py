@@ -259,7 +259,7 @@ def run_pinned(
     """
     import multiprocessing
 
-    ctx = multiprocessing.get_context(start_method)
+    ctx: Any = multiprocessing.get_context(start_method)
     barrier = ctx.Barrier(len(cpus))
     procs, conns = [], []
     for rank, cpu in enumerate(cpus):

@@ -438,6 +438,13 @@ static PyObject *arena_kmalloc(ArenaObject *self, PyObject *const *args, Py_ssiz
 						       : "kmalloc: bad size");
 }
 
+static PyObject *arena_kzalloc(ArenaObject *self, PyObject *arg)
+{
+	PyObject *args[2] = { arg, Py_True };
+
+	return arena_kmalloc(self, args, 2);
+}
+
 static PyObject *arena_kfree(ArenaObject *self, PyObject *arg)
 {
 	uint64_t off;
@@ -757,6 +764,7 @@ static PyMethodDef arena_methods[] = {
 	{ "header", (PyCFunction)arena_header, METH_NOARGS, "The header's fields as a dict." },
 	{ "slab_stats", (PyCFunction)arena_slab_stats, METH_NOARGS, "Per size class counters." },
 	{ "kmalloc", FAST(kmalloc), "kmalloc(size, zero=False) -> offset | None" },
+	{ "kzalloc", (PyCFunction)arena_kzalloc, METH_O, "kzalloc(size) -> offset | None" },
 	{ "kfree", (PyCFunction)arena_kfree, METH_O, "kfree(offset)" },
 	{ "ksize", (PyCFunction)arena_ksize, METH_O, "ksize(offset) -> usable bytes" },
 	{ "alloc_pages", (PyCFunction)arena_alloc_pages, METH_O, "alloc_pages(n) -> offset | None" },

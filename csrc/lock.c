@@ -21,12 +21,11 @@
 #define PK_LOCK_SLEEP_NS	2000000		/* one futex wait: 2 ms */
 #define PK_LOCK_PROBE_NS	10000000	/* probe the owner after 10 ms stuck */
 
-static __thread pid_t pk_cached_tid;
+__thread pid_t pk_cached_tid __attribute__((tls_model("initial-exec")));
 
-pid_t pk_gettid(void)
+pid_t pk_gettid_slow(void)
 {
-	if (unlikely(pk_cached_tid == 0))
-		pk_cached_tid = (pid_t)syscall(SYS_gettid);
+	pk_cached_tid = (pid_t)syscall(SYS_gettid);
 	return pk_cached_tid;
 }
 
@@ -84,16 +83,6 @@ static long futex_wait(uint32_t *uaddr, uint32_t val, int64_t ns)
 static void futex_wake(uint32_t *uaddr, int n)
 {
 	syscall(SYS_futex, uaddr, FUTEX_WAKE, n, NULL, NULL, 0);
-}
-
-int pk_lock_trylock(struct pk_lock *l)
-{
-	uint32_t tid = (uint32_t)pk_gettid();
-	uint32_t v = pk_cmpxchg32(&l->word, 0, tid);
-
-	if (likely(v == 0))
-		return PK_LOCK_OK;
-	return (v & PK_LOCK_TID_MASK) == tid ? -EDEADLK : -EBUSY;
 }
 
 int pk_lock_acquire(struct pk_lock *l, int64_t budget_ns)
@@ -166,16 +155,8 @@ int pk_lock_acquire(struct pk_lock *l, int64_t budget_ns)
 	}
 }
 
-int pk_lock_release(struct pk_lock *l)
+int pk_lock_release_slow(struct pk_lock *l, uint32_t old)
 {
-	uint32_t tid = (uint32_t)pk_gettid();
-	uint32_t v = READ_ONCE32(&l->word);
-
-	if (unlikely((v & PK_LOCK_TID_MASK) != tid))
-		return -EPERM;
-	/* Pairs with the acquire side's CAS: publishes the critical section. */
-	v = atomic_exchange_explicit(PK_A32(&l->word), 0, memory_order_release);
-	if (unlikely(v & PK_LOCK_WAITERS))
-		futex_wake(&l->word, 1);
+	futex_wake(&l->word, 1);
 	return 0;
 }

@@ -32,6 +32,7 @@
 #ifndef PK_LOCK_H
 #define PK_LOCK_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -47,9 +48,19 @@ struct pk_lock {
 #define PK_LOCK_OK		0
 #define PK_LOCK_RECOVERED	1	/* the previous owner died holding it */
 
-pid_t pk_gettid(void);
+/* initial-exec: one %fs-relative load instead of a __tls_get_addr call. */
+extern __thread pid_t pk_cached_tid __attribute__((tls_model("initial-exec")));
+
+pid_t pk_gettid_slow(void);
 void pk_tid_reset(void);	/* after fork, in the child */
 int pk_task_alive(pid_t tid);
+
+static inline pid_t pk_gettid(void)
+{
+	pid_t tid = pk_cached_tid;
+
+	return __builtin_expect(tid != 0, 1) ? tid : pk_gettid_slow();
+}
 
 /*
  * pk_lock_trylock - take the lock if it is free, never spin or sleep.
@@ -57,7 +68,16 @@ int pk_task_alive(pid_t tid);
  * Returns: PK_LOCK_OK, -EBUSY if held, -EDEADLK if held by the caller.
  * MT-safe / process-safe: yes.
  */
-int pk_lock_trylock(struct pk_lock *l);
+static inline int pk_lock_trylock(struct pk_lock *l)
+{
+	uint32_t tid = (uint32_t)pk_gettid();
+	uint32_t v = 0;
+
+	if (__builtin_expect(__atomic_compare_exchange_n(&l->word, &v, tid, 0, __ATOMIC_ACQUIRE,
+							 __ATOMIC_RELAXED), 1))
+		return PK_LOCK_OK;
+	return (v & PK_LOCK_TID_MASK) == tid ? -EDEADLK : -EBUSY;
+}
 
 /*
  * pk_lock_acquire - take the lock: spin briefly, then sleep on the futex.
@@ -75,7 +95,21 @@ int pk_lock_acquire(struct pk_lock *l, int64_t budget_ns);
  * Returns: 0, or -EPERM when the caller is not the owner (nothing changes).
  * MT-safe / process-safe: yes.
  */
-int pk_lock_release(struct pk_lock *l);
+int pk_lock_release_slow(struct pk_lock *l, uint32_t old);
+
+static inline int pk_lock_release(struct pk_lock *l)
+{
+	uint32_t tid = (uint32_t)pk_gettid();
+	uint32_t v = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+
+	if (__builtin_expect((v & PK_LOCK_TID_MASK) != tid, 0))
+		return -EPERM;
+	/* Pairs with the acquire CAS of the next owner: publishes the critical section. */
+	v = __atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE);
+	if (__builtin_expect(v & PK_LOCK_WAITERS, 0))
+		return pk_lock_release_slow(l, v);
+	return 0;
+}
 
 static inline uint32_t pk_lock_owner(const struct pk_lock *l)
 {

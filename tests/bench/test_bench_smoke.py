@@ -42,7 +42,7 @@ def test_runtime_benchmark_quick_json() -> None:
         for r in contended["percpu_rounds"] + contended["peer_rounds"]:
             assert r["counter"] == r["expected"] == 2 * contended["iterations_per_process"]
     assert {t["name"] for t in doc["targets"]} == {
-        "uncontended lock+unlock / noop",
+        "uncontended lock.lock()+lock.unlock() / noop",
         "SharedMemory(64) / kmalloc(64)+kfree",
     }
     assert all(isinstance(t["pass"], bool) for t in doc["targets"])

@@ -160,6 +160,11 @@ class Domain:
         self._registry_off: int = hdr["registry_off"]
         self._registry_lock = _core.Lock(arena, _core.REGISTRY_LOCK_OFF)
         self._unlinked = False
+        # The allocator entry points are the C core's own bound methods: a Python
+        # wrapper would double the cost of kmalloc+kfree (see benchmarks/runtime.py).
+        self.kmalloc = arena.kmalloc  # type: ignore[method-assign,assignment]
+        self.kzalloc = arena.kzalloc  # type: ignore[method-assign,assignment]
+        self.kfree = arena.kfree  # type: ignore[method-assign,assignment]
 
     # ---- lifetime ---------------------------------------------------------
 
