@@ -423,7 +423,9 @@ static PyObject *arena_kmalloc(ArenaObject *self, PyObject *const *args, Py_ssiz
 	}
 	if (!arena_ok(self))
 		return NULL;
-	if (PyLong_Check(args[0]) && _PyLong_Sign(args[0]) <= 0)
+	if (unlikely(!PyLong_Check(args[0]) || PyBool_Check(args[0])))
+		return raise_errno(EINVAL, "kmalloc: size must be an int");
+	if (_PyLong_Sign(args[0]) <= 0)
 		return raise_errno(EINVAL, "kmalloc: size must be positive");
 	if (!get_u64(args[0], &size))
 		return NULL;

@@ -428,12 +428,10 @@ class Domain:
         Errors: :class:`InvalidArgument` for size <= 0 or beyond the arena.
         Context: never sleeps long (short lock holds); process-safe.
         """
-        _check_size(size)
         return self._arena.kmalloc(size)
 
     def kzalloc(self, size: int) -> int | None:
         """Like :meth:`kmalloc`, zeroed.  Counterpart of ``kzalloc()``."""
-        _check_size(size)
         return self._arena.kmalloc(size, True)
 
     def kfree(self, ptr: int) -> None:
@@ -574,11 +572,6 @@ class Domain:
             f"<Domain {self._name} cpus={format_cpulist(self._possible)}{sim} "
             f"size={_human(self.size)} populated={_human(used)} owner={self._owner_pid}>"
         )
-
-
-def _check_size(size: object) -> None:
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise InvalidArgument(f"kmalloc: size must be an integer, not {size!r}")
 
 
 class _RegistryGuard:
