@@ -146,8 +146,11 @@ class Kthread:
         self.max_restarts = max_restarts
         self.on_death = on_death
         self.restarts = 0
-        self.deaths: list[int] = []
+        self.deaths: list[int | None] = []
         self._proc: Any = None
+        # Process.join/is_alive call waitpid(); two threads doing so at once can make
+        # one of them see ECHILD and report "no exit code yet".  Reap under a lock.
+        self._reap_lock = threading.Lock()
         self._stopping = False
         self._stopped = False
         ctrl = self.domain.kzalloc(_CTRL_SIZE)
@@ -203,14 +206,12 @@ class Kthread:
         self._stopping = True
         proc = self._proc
         self.domain.arena.store(self._ctrl + _OFF_STOP, 1)
-        proc.join(timeout)
-        if proc.is_alive():
+        if self._wait(timeout) is None:
             log.warning("kthread %s (pid %s) ignored stop; terminating", self.name, proc.pid)
             proc.terminate()
-            proc.join(2.0)
-            if proc.is_alive():
+            if self._wait(2.0) is None:
                 proc.kill()
-                proc.join()
+                self._wait(None)
         self._stopped = True
         _supervisor().forget(self)
         if not self.domain.closed:
@@ -225,7 +226,10 @@ class Kthread:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
+        if self._proc is None:
+            return False
+        with self._reap_lock:
+            return bool(self._proc.is_alive())
 
     @property
     def exitcode(self) -> int | None:
@@ -237,11 +241,17 @@ class Kthread:
 
     def join(self, timeout: float | None = None) -> int | None:
         """Wait for the worker to exit by itself; its exit code, or None on timeout."""
-        self._proc.join(timeout)
-        return self.exitcode
+        return self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> int | None:
+        if not multiprocessing.connection.wait([self._proc.sentinel], timeout):
+            return None
+        with self._reap_lock:
+            self._proc.join()  # the sentinel is ready: this only reaps
+            return self._proc.exitcode  # type: ignore[no-any-return]
 
     def _died(self) -> None:
-        code = self._proc.exitcode
+        code = self._wait(None)
         if code == 0:
             return  # the function returned: kthread_stop() will collect the result
         self.deaths.append(code)
@@ -303,7 +313,6 @@ class _Supervisor:
                 with self._lock:
                     kt = self._threads.pop(int(s), None)  # type: ignore[arg-type]
                 if kt is not None and not kt._stopping:
-                    kt._proc.join()
                     kt._died()
 
 
