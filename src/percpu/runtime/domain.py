@@ -84,6 +84,10 @@ _ENTRY = struct.Struct("<64s16sQQiIQQ")  # name kind off size owner flags create
 REGISTRY_ENTRY = 128
 FLAG_SIMULATED = 1
 
+# The CPUs this process may run on, taken before anything here pins it: a pinned
+# worker that starts workers of its own must still spread them over all of them.
+_REAL_CPUS: tuple[int, ...] = tuple(sorted(os.sched_getaffinity(0))) or (0,)
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -154,7 +158,7 @@ class Domain:
         self._possible_set = frozenset(self._possible)
         self._simulated = bool(hdr["flags"] & FLAG_SIMULATED)
         if real_online is None:
-            real_online = tuple(sorted(os.sched_getaffinity(0))) or (0,)
+            real_online = _REAL_CPUS
         self._real_online = real_online
         self._view: memoryview | None = memoryview(arena)  # type: ignore[arg-type]  # Buffer is 3.12+
         self._registry_off: int = hdr["registry_off"]
@@ -425,7 +429,9 @@ class Domain:
         Counterpart of ``kmalloc()``.  Sizes up to a page come from the size
         classes in :data:`KMALLOC_CLASSES` (objects aligned to 8 bytes, to
         their size for powers of two), larger ones from whole pages.
-        Errors: :class:`InvalidArgument` for size <= 0 or beyond the arena.
+        Returns None when the request could fit the arena but no room is free
+        now.  Errors: :class:`InvalidArgument` for a size that is not a
+        positive int, or larger than all the arena's data pages.
         Context: never sleeps long (short lock holds); process-safe.
         """
         return self._arena.kmalloc(size)
