@@ -3,6 +3,8 @@
 Fixtures:
     domain      a simulated 4-CPU, 32 MiB domain, current for the test
     domain64    the same with 64 simulated CPUs
+    make_domain a factory: make_domain(size=..., nr_cpus=..., current=True)
+                creates a domain that is closed and unlinked after the test
 
 Hypothesis profiles: "ci" (50 examples) when the CI environment variable is
 set, else "dev" (100 examples); neither has a deadline (shared-memory set-up
@@ -15,7 +17,7 @@ import the pure-Python reference models as ``models.<name>``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings
@@ -47,3 +49,28 @@ def domain() -> Iterator[percpu.Domain]:
 def domain64() -> Iterator[percpu.Domain]:
     """A fresh 32 MiB domain of 64 simulated CPUs, the current domain during the test."""
     yield from _domain(64)
+
+
+@pytest.fixture
+def make_domain() -> Iterator[Callable[..., percpu.Domain]]:
+    """Create domains for one test; each is closed and (if still linked) unlinked after it.
+
+    ``current=True`` (the default) also makes the domain current (``with dom:``)
+    for the rest of the test.
+    """
+    made: list[tuple[percpu.Domain, bool]] = []
+
+    def make(size: int = 8 << 20, nr_cpus: int | None = None, *, current: bool = True) -> percpu.Domain:
+        dom = percpu.Domain.create(size=size, nr_cpus=nr_cpus)
+        if current:
+            dom.__enter__()
+        made.append((dom, current))
+        return dom
+
+    yield make
+    for dom, current in reversed(made):
+        if current:
+            dom.__exit__(None, None, None)
+        dom.close()
+        if os.path.exists(dom.path):
+            dom.unlink()

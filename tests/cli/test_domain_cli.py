@@ -16,12 +16,8 @@ from percpu.cli.main import cli
 
 
 @pytest.fixture
-def dom():
-    d = percpu.Domain.create(size=2 << 20, nr_cpus=8)
-    yield d
-    d.close()
-    if os.path.exists(d.path):
-        d.unlink()
+def dom(make_domain):
+    return make_domain(size=2 << 20, nr_cpus=8, current=False)
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -7,24 +7,18 @@ import os
 import random
 import select
 import signal
-import sys
 import time
 
 import pytest
 
 import percpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-import mp_helpers  # noqa: E402
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 
 @pytest.fixture
-def dom():
-    d = percpu.Domain.create(size=16 << 20)
-    with d:
-        yield d
-    d.close()
-    d.unlink()
+def dom(make_domain):
+    return make_domain(size=16 << 20)
 
 
 def _read1(fd: int, timeout: float) -> bytes:

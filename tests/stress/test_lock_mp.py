@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-import percpu
 from percpu.runtime.kthread import kthread_run_on_cpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-import mp_helpers  # noqa: E402
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 ROUNDS = int(20000 * float(os.environ.get("PERCPU_STRESS_SCALE", "1")))
 
 
 @pytest.fixture
-def dom():
-    d = percpu.Domain.create(size=8 << 20)
-    with d:
-        yield d
-    d.close()
-    d.unlink()
+def dom(make_domain):
+    return make_domain(size=8 << 20)
 
 
 @pytest.mark.stress

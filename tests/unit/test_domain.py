@@ -14,17 +14,12 @@ import percpu
 from percpu import errors
 from percpu.runtime import domain as dmod
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-import mp_helpers  # noqa: E402
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 
 @pytest.fixture
-def dom():
-    d = percpu.Domain.create(size=4 << 20, nr_cpus=4)
-    yield d
-    d.close()
-    if os.path.exists(d.path):
-        d.unlink()
+def dom(make_domain):
+    return make_domain(size=4 << 20, nr_cpus=4, current=False)
 
 
 def test_create_file_is_private_sparse_and_named(dom):

@@ -5,28 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 
 import pytest
 
-import percpu
 from percpu import errors, kernel
 from percpu.runtime.kthread import Kthread, kthread_run_on_cpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-import mp_helpers  # noqa: E402
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def dom():
-    d = percpu.Domain.create(size=4 << 20, nr_cpus=8)
-    with d:
-        yield d
-    d.close()
-    d.unlink()
+def dom(make_domain):
+    return make_domain(size=4 << 20, nr_cpus=8)
 
 
 def _comm(pid: int) -> str:
