@@ -36,6 +36,7 @@
 #include "atomic.h"
 #include "llist.h"
 #include "lock.h"
+#include "rcu.h"
 
 typedef struct {
 	PyTypeObject *arena_type;
@@ -45,6 +46,7 @@ typedef struct {
 typedef struct {
 	PyObject_HEAD
 	struct pk_arena a;
+	uint64_t id;		/* unique per mapping: keys the RCU slot cache */
 	Py_ssize_t exports;	/* live buffer views */
 	Py_ssize_t inflight;	/* calls running without the GIL */
 	int closed;
@@ -138,6 +140,8 @@ static PyObject *core_task_alive(PyObject *m, PyObject *arg)
 
 /* ---- Arena -------------------------------------------------------------- */
 
+static uint64_t arena_ids;	/* under the GIL */
+
 static void arena_unmap(ArenaObject *self)
 {
 	if (self->a.base != NULL) {
@@ -189,6 +193,7 @@ static int arena_init(ArenaObject *self, PyObject *args, PyObject *kw)
 	self->a.base = p;
 	self->a.size = size;
 	self->closed = 0;
+	self->id = ++arena_ids;
 	return 0;
 }
 
@@ -269,9 +274,15 @@ static void arena_releasebuffer(ArenaObject *self, Py_buffer *view)
 	arena_maybe_unmap(self);
 }
 
+static ArenaObject *rcu_cur;
+
 static PyObject *arena_close(ArenaObject *self, PyObject *unused)
 {
 	self->closed = 1;
+	if (rcu_cur == self) {
+		rcu_cur = NULL;	/* the module's reference is dropped below */
+		Py_DECREF(self);
+	}
 	arena_maybe_unmap(self);
 	Py_RETURN_NONE;
 }
@@ -294,8 +305,8 @@ static PyObject *arena_get_fd(ArenaObject *self, void *c)
 static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "nr_cpu_ids", "possible", "online", "owner", "classes",
-				  "registry_max", "registry_entry", "flags", NULL };
-	unsigned int nr_cpu_ids, reg_max, reg_entry, flags = 0;
+				  "registry_max", "registry_entry", "flags", "rcu_slots", NULL };
+	unsigned int nr_cpu_ids, reg_max, reg_entry, flags = 0, rcu_slots = 512;
 	Py_buffer possible, online;
 	int owner, err;
 	PyObject *classes, *seq;
@@ -304,9 +315,9 @@ static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
 
 	if (!arena_ok(self))
 		return NULL;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "Iy*y*iOII|I:format", kwlist, &nr_cpu_ids,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "Iy*y*iOII|II:format", kwlist, &nr_cpu_ids,
 					 &possible, &online, &owner, &classes, &reg_max, &reg_entry,
-					 &flags))
+					 &flags, &rcu_slots))
 		return NULL;
 	seq = PySequence_Fast(classes, "classes must be a sequence of ints");
 	if (seq == NULL)
@@ -329,7 +340,7 @@ static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
 	Py_DECREF(seq);
 	err = pk_arena_format(&self->a, nr_cpu_ids, possible.buf, online.buf,
 			      (uint32_t)possible.len, owner, cls, (uint32_t)n, reg_max, reg_entry,
-			      flags);
+			      flags, rcu_slots);
 	PyBuffer_Release(&possible);
 	PyBuffer_Release(&online);
 	if (err)
@@ -364,7 +375,7 @@ static PyObject *arena_header(ArenaObject *self, PyObject *unused)
 	h = pk_hdr(&self->a);
 	n = (h->nr_cpu_ids + 7) / 8;
 	return Py_BuildValue(
-		"{s:K,s:I,s:I,s:K,s:I,s:I,s:I,s:i,s:K,s:K,s:I,s:I,s:I,s:I,s:K,s:y#,s:y#,s:I,s:K,s:K,s:K}",
+		"{s:K,s:I,s:I,s:K,s:I,s:I,s:I,s:i,s:K,s:K,s:I,s:I,s:I,s:I,s:K,s:y#,s:y#,s:I,s:K,s:K,s:K,s:K,s:I}",
 		"magic", (unsigned long long)h->magic, "version", h->version,
 		"page_size", h->page_size, "size", (unsigned long long)h->size,
 		"nr_pages", h->nr_pages, "meta_pages", h->meta_pages,
@@ -377,7 +388,8 @@ static PyObject *arena_header(ArenaObject *self, PyObject *unused)
 		"nr_used_pages", READ_ONCE32(&h->nr_used_pages),
 		"nr_page_allocs", (unsigned long long)h->nr_page_allocs,
 		"nr_page_frees", (unsigned long long)h->nr_page_frees,
-		"user_off", (unsigned long long)offsetof(struct pk_header, user));
+		"user_off", (unsigned long long)offsetof(struct pk_header, user),
+		"rcu_off", (unsigned long long)h->rcu_off, "rcu_nslots", h->rcu_nslots);
 }
 
 static PyObject *arena_slab_stats(ArenaObject *self, PyObject *unused)
@@ -749,6 +761,14 @@ static PyObject *arena_percpu_sum(ArenaObject *self, PyObject *const *args, Py_s
 	return PyLong_FromLongLong((long long)sum);
 }
 
+static PyObject *arena_rcu_start_gp(ArenaObject *self, PyObject *arg);
+static PyObject *arena_rcu_gp_done(ArenaObject *self, PyObject *arg);
+static PyObject *arena_rcu_advance(ArenaObject *self, PyObject *arg);
+static PyObject *arena_rcu_blockers(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *arena_rcu_reclaim_dead(ArenaObject *self, PyObject *unused);
+static PyObject *arena_rcu_info(ArenaObject *self, PyObject *unused);
+static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
 	{ "size", (getter)arena_get_size, NULL, "bytes mapped", NULL },
@@ -787,6 +807,17 @@ static PyMethodDef arena_methods[] = {
 	{ "llist_nodes", FAST(llist_nodes), "llist_nodes(first, limit) -> [offsets]" },
 	{ "percpu_add", FAST(percpu_add), "percpu_add(off, cpu, delta)" },
 	{ "percpu_sum", FAST(percpu_sum), "percpu_sum(off, nr_cpus) -> int" },
+	{ "rcu_start_gp", (PyCFunction)arena_rcu_start_gp, METH_O,
+	  "rcu_start_gp(flavour) -> the number of the grace period just started" },
+	{ "rcu_gp_done", (PyCFunction)arena_rcu_gp_done, METH_O, "rcu_gp_done(flavour) -> int" },
+	{ "rcu_advance", (PyCFunction)arena_rcu_advance, METH_O,
+	  "rcu_advance(flavour) -> gp_done after one scan of the reader slots" },
+	{ "rcu_blockers", FAST(rcu_blockers),
+	  "rcu_blockers(flavour, target) -> [(slot, tid, pid, seq)] holding GP target back" },
+	{ "rcu_reclaim_dead", (PyCFunction)arena_rcu_reclaim_dead, METH_NOARGS,
+	  "Free reader slots whose owner died; returns how many." },
+	{ "rcu_info", (PyCFunction)arena_rcu_info, METH_NOARGS, "RCU state and readers." },
+	{ "rcu_stat_add", FAST(rcu_stat_add), "rcu_stat_add(name, flavour, delta)" },
 	{ NULL }
 };
 
@@ -1029,6 +1060,345 @@ static PyType_Spec lock_spec = {
 	.slots = lock_slots,
 };
 
+
+/* ---- RCU ---------------------------------------------------------------- */
+
+/*
+ * The read side must be one C call with no lookup: the process's current
+ * domain is mirrored here (rcu_set_current, called by percpu.runtime.domain
+ * whenever it changes), and each thread caches its reader slot in TLS, keyed
+ * by the arena's id so a stale cache is never used after a domain switch.
+ */
+/* rcu_cur (declared above arena_close): strong ref, under the GIL */
+static uint64_t rcu_cur_id;
+static __thread struct {
+	uint64_t id;
+	struct pk_rcu_state *r;
+	struct pk_rcu_slot *slot;
+} rcu_tls __attribute__((tls_model("initial-exec")));
+
+static inline struct pk_rcu_state *arena_rcu(ArenaObject *a)
+{
+	return (struct pk_rcu_state *)(a->a.base + pk_hdr(&a->a)->rcu_off);
+}
+
+static PyObject *core_rcu_set_current(PyObject *m, PyObject *arg)
+{
+	core_state *st = PyModule_GetState(m);
+
+	if (arg == Py_None) {
+		Py_CLEAR(rcu_cur);
+		rcu_cur_id = 0;
+		Py_RETURN_NONE;
+	}
+	if (!PyObject_TypeCheck(arg, st->arena_type)) {
+		PyErr_SetString(PyExc_TypeError, "rcu_set_current() takes an Arena or None");
+		return NULL;
+	}
+	if (!arena_ok((ArenaObject *)arg))
+		return NULL;
+	Py_XSETREF(rcu_cur, (ArenaObject *)Py_NewRef(arg));
+	rcu_cur_id = rcu_cur->id;
+	Py_RETURN_NONE;
+}
+
+/* Free the slots of dead owners (their sections count as quiescent). */
+static uint32_t rcu_reclaim_dead(struct pk_rcu_state *r)
+{
+	uint32_t i, n = 0, hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
+
+	for (i = 0; i < hi; i++) {
+		struct pk_rcu_slot *sl = &r->slots[i];
+		uint32_t tid = __atomic_load_n(&sl->tid, __ATOMIC_ACQUIRE);
+
+		if (tid == 0 || pk_task_alive((pid_t)tid))
+			continue;
+		pk_lock_acquire(&r->slot_lock, -1);
+		if (__atomic_load_n(&sl->tid, __ATOMIC_RELAXED) == tid) {
+			int f;
+
+			for (f = 0; f < PK_RCU_FLAVOURS; f++) {
+				sl->nest[f] = 0;
+				__atomic_store_n(&sl->seq[f], 0, __ATOMIC_RELEASE);
+			}
+			__atomic_store_n(&sl->tid, 0, __ATOMIC_RELEASE);
+			__atomic_fetch_add(&r->dead_readers, 1, __ATOMIC_RELAXED);
+			n++;
+		}
+		pk_lock_release(&r->slot_lock);
+	}
+	return n;
+}
+
+static int rcu_slot_slow(void)
+{
+	struct pk_rcu_state *r;
+	uint32_t tid, i, hi;
+	int32_t pid;
+	int idx = -1;
+
+	if (rcu_cur == NULL || rcu_cur->closed) {
+		PyObject *mod = PyImport_ImportModule("percpu.runtime.domain"), *d;
+
+		if (mod == NULL)
+			return -1;
+		d = PyObject_CallMethod(mod, "current_domain", NULL);
+		Py_DECREF(mod);
+		if (d == NULL)
+			return -1;
+		Py_DECREF(d);
+		if (rcu_cur == NULL || rcu_cur->closed) {
+			PyErr_SetString(PyExc_RuntimeError, "no current domain for RCU");
+			return -1;
+		}
+	}
+	r = arena_rcu(rcu_cur);
+	tid = (uint32_t)pk_gettid();
+	pid = (int32_t)getpid();
+	hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
+	for (i = 0; i < hi; i++) {
+		if (__atomic_load_n(&r->slots[i].tid, __ATOMIC_ACQUIRE) == tid &&
+		    r->slots[i].pid == pid) {
+			idx = (int)i;
+			break;
+		}
+	}
+	if (idx < 0)
+		idx = pk_rcu_register(r, tid, pid);
+	if (idx == -ENOSPC && rcu_reclaim_dead(r) > 0)
+		idx = pk_rcu_register(r, tid, pid);
+	if (idx < 0) {
+		raise_errno(ENOSPC, "no free RCU reader slot in this domain (one per reader thread)");
+		return -1;
+	}
+	rcu_tls.id = rcu_cur->id;
+	rcu_tls.r = r;
+	rcu_tls.slot = &r->slots[idx];
+	return 0;
+}
+
+static inline int rcu_slot(void)
+{
+	if (likely(rcu_tls.id == rcu_cur_id && rcu_cur_id != 0))
+		return 0;
+	return rcu_slot_slow();
+}
+
+static PyObject *rcu_lock_f(int f)
+{
+	if (unlikely(rcu_slot() < 0))
+		return NULL;
+	pk_rcu_read_lock(rcu_tls.r, rcu_tls.slot, f);
+	Py_RETURN_NONE;
+}
+
+static PyObject *rcu_unlock_f(int f)
+{
+	if (unlikely(rcu_slot() < 0))
+		return NULL;
+	if (unlikely(pk_rcu_read_unlock(rcu_tls.slot, f) < 0))
+		return raise_errno(EINVAL, f ? "rcu_read_unlock_trace() outside a read-side section"
+					     : "rcu_read_unlock() outside a read-side section");
+	Py_RETURN_NONE;
+}
+
+static PyObject *core_rcu_read_lock(PyObject *m, PyObject *u) { return rcu_lock_f(0); }
+static PyObject *core_rcu_read_unlock(PyObject *m, PyObject *u) { return rcu_unlock_f(0); }
+static PyObject *core_rcu_read_lock_trace(PyObject *m, PyObject *u) { return rcu_lock_f(1); }
+static PyObject *core_rcu_read_unlock_trace(PyObject *m, PyObject *u) { return rcu_unlock_f(1); }
+
+static PyObject *core_rcu_read_unlock_exit(PyObject *m, PyObject *const *a, Py_ssize_t n)
+{
+	return rcu_unlock_f(0);
+}
+
+static PyObject *core_rcu_read_unlock_trace_exit(PyObject *m, PyObject *const *a, Py_ssize_t n)
+{
+	return rcu_unlock_f(1);
+}
+
+static PyObject *core_rcu_nesting(PyObject *m, PyObject *arg)
+{
+	long f = PyLong_AsLong(arg);
+
+	if (f == -1 && PyErr_Occurred())
+		return NULL;
+	if (f < 0 || f >= PK_RCU_FLAVOURS)
+		return raise_errno(EINVAL, "RCU flavour is 0 (rcu) or 1 (tasks trace)");
+	if (rcu_tls.id != rcu_cur_id || rcu_cur_id == 0)
+		return PyLong_FromLong(0);
+	return PyLong_FromUnsignedLong(rcu_tls.slot->nest[f]);
+}
+
+/* Arena methods: the grace-period side. */
+
+static int get_flavour(PyObject *o, int *f)
+{
+	long v = PyLong_AsLong(o);
+
+	if (v == -1 && PyErr_Occurred())
+		return 0;
+	if (v < 0 || v >= PK_RCU_FLAVOURS) {
+		raise_errno(EINVAL, "RCU flavour is 0 (rcu) or 1 (tasks trace)");
+		return 0;
+	}
+	*f = (int)v;
+	return 1;
+}
+
+static PyObject *arena_rcu_start_gp(ArenaObject *self, PyObject *arg)
+{
+	int f;
+
+	if (!arena_ok(self) || !get_flavour(arg, &f))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(__atomic_add_fetch(&arena_rcu(self)->gp_seq[f], 1,
+							      __ATOMIC_SEQ_CST));
+}
+
+static PyObject *arena_rcu_gp_done(ArenaObject *self, PyObject *arg)
+{
+	int f;
+
+	if (!arena_ok(self) || !get_flavour(arg, &f))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(__atomic_load_n(&arena_rcu(self)->gp_done[f],
+							   __ATOMIC_SEQ_CST));
+}
+
+static PyObject *arena_rcu_advance(ArenaObject *self, PyObject *arg)
+{
+	int f;
+
+	if (!arena_ok(self) || !get_flavour(arg, &f))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(pk_rcu_advance(arena_rcu(self), f));
+}
+
+static PyObject *arena_rcu_blockers(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	struct pk_rcu_state *r;
+	uint64_t target;
+	uint32_t i, hi;
+	PyObject *list;
+	int f;
+
+	if (nargs != 2) {
+		PyErr_SetString(PyExc_TypeError, "expected rcu_blockers(flavour, target)");
+		return NULL;
+	}
+	if (!arena_ok(self) || !get_flavour(args[0], &f) || !get_u64(args[1], &target))
+		return NULL;
+	r = arena_rcu(self);
+	list = PyList_New(0);
+	if (list == NULL)
+		return NULL;
+	hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
+	for (i = 0; i < hi; i++) {
+		struct pk_rcu_slot *sl = &r->slots[i];
+		uint64_t v = __atomic_load_n(&sl->seq[f], __ATOMIC_SEQ_CST);
+		PyObject *t;
+
+		if (v == 0 || v >= target)
+			continue;
+		t = Py_BuildValue("(IIiK)", i, __atomic_load_n(&sl->tid, __ATOMIC_RELAXED), sl->pid,
+				  (unsigned long long)v);
+		if (t == NULL || PyList_Append(list, t) < 0) {
+			Py_XDECREF(t);
+			Py_DECREF(list);
+			return NULL;
+		}
+		Py_DECREF(t);
+	}
+	return list;
+}
+
+static PyObject *arena_rcu_reclaim_dead(ArenaObject *self, PyObject *unused)
+{
+	if (!arena_ok(self))
+		return NULL;
+	return PyLong_FromUnsignedLong(rcu_reclaim_dead(arena_rcu(self)));
+}
+
+static PyObject *arena_rcu_info(ArenaObject *self, PyObject *unused)
+{
+	struct pk_rcu_state *r;
+	PyObject *readers, *d;
+	uint32_t i, hi;
+
+	if (!arena_ok(self))
+		return NULL;
+	r = arena_rcu(self);
+	readers = PyList_New(0);
+	if (readers == NULL)
+		return NULL;
+	hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
+	for (i = 0; i < hi; i++) {
+		struct pk_rcu_slot *sl = &r->slots[i];
+		uint32_t tid = __atomic_load_n(&sl->tid, __ATOMIC_ACQUIRE);
+		PyObject *e;
+
+		if (tid == 0)
+			continue;
+		e = Py_BuildValue("{s:I,s:I,s:i,s:(KK),s:(II),s:K}", "slot", i, "tid", tid,
+				  "pid", sl->pid,
+				  "seq", (unsigned long long)__atomic_load_n(&sl->seq[0], __ATOMIC_RELAXED),
+				  (unsigned long long)__atomic_load_n(&sl->seq[1], __ATOMIC_RELAXED),
+				  "nest", __atomic_load_n(&sl->nest[0], __ATOMIC_RELAXED),
+				  __atomic_load_n(&sl->nest[1], __ATOMIC_RELAXED),
+				  "registered_ns", (unsigned long long)sl->registered_ns);
+		if (e == NULL || PyList_Append(readers, e) < 0) {
+			Py_XDECREF(e);
+			Py_DECREF(readers);
+			return NULL;
+		}
+		Py_DECREF(e);
+	}
+	d = Py_BuildValue("{s:(KK),s:(KK),s:I,s:I,s:(KK),s:(KK),s:K,s:K,s:K,s:N}",
+			  "gp_seq", (unsigned long long)r->gp_seq[0], (unsigned long long)r->gp_seq[1],
+			  "gp_done", (unsigned long long)r->gp_done[0],
+			  (unsigned long long)r->gp_done[1],
+			  "nslots", r->nslots, "hiwater", hi,
+			  "cbs_queued", (unsigned long long)r->cbs_queued[0],
+			  (unsigned long long)r->cbs_queued[1],
+			  "cbs_invoked", (unsigned long long)r->cbs_invoked[0],
+			  (unsigned long long)r->cbs_invoked[1],
+			  "dead_readers", (unsigned long long)r->dead_readers,
+			  "stalls", (unsigned long long)r->stalls,
+			  "gp_scans", (unsigned long long)r->gp_scans, "readers", readers);
+	return d;
+}
+
+static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	struct pk_rcu_state *r;
+	const char *name;
+	long long delta;
+	uint64_t *p;
+	int f;
+
+	if (nargs != 3) {
+		PyErr_SetString(PyExc_TypeError, "expected rcu_stat_add(name, flavour, delta)");
+		return NULL;
+	}
+	if (!arena_ok(self) || !(name = PyUnicode_AsUTF8(args[0])) || !get_flavour(args[1], &f))
+		return NULL;
+	delta = PyLong_AsLongLong(args[2]);
+	if (delta == -1 && PyErr_Occurred())
+		return NULL;
+	r = arena_rcu(self);
+	if (!strcmp(name, "cbs_queued"))
+		p = &r->cbs_queued[f];
+	else if (!strcmp(name, "cbs_invoked"))
+		p = &r->cbs_invoked[f];
+	else if (!strcmp(name, "stalls"))
+		p = &r->stalls;
+	else
+		return raise_errno(EINVAL, "unknown RCU counter");
+	__atomic_fetch_add(p, (uint64_t)delta, __ATOMIC_RELAXED);
+	Py_RETURN_NONE;
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 static PyMethodDef core_methods[] = {
@@ -1038,14 +1408,28 @@ static PyMethodDef core_methods[] = {
 	{ "set_task_name", core_set_task_name, METH_O,
 	  "prctl(PR_SET_NAME): the name ps and top show (15 bytes)." },
 	{ "get_task_name", core_get_task_name, METH_NOARGS, "prctl(PR_GET_NAME)." },
+	{ "rcu_set_current", core_rcu_set_current, METH_O,
+	  "Mirror the process's current domain for the RCU read side (Arena or None)." },
+	{ "rcu_read_lock", core_rcu_read_lock, METH_NOARGS, "rcu_read_lock(): enter a read-side section." },
+	{ "rcu_read_unlock", core_rcu_read_unlock, METH_NOARGS, "rcu_read_unlock()" },
+	{ "rcu_read_lock_trace", core_rcu_read_lock_trace, METH_NOARGS, "rcu_read_lock_trace()" },
+	{ "rcu_read_unlock_trace", core_rcu_read_unlock_trace, METH_NOARGS, "rcu_read_unlock_trace()" },
+	{ "rcu_read_unlock_exit", (PyCFunction)(void (*)(void))core_rcu_read_unlock_exit, METH_FASTCALL,
+	  "rcu_read_unlock() taking __exit__'s arguments." },
+	{ "rcu_read_unlock_trace_exit", (PyCFunction)(void (*)(void))core_rcu_read_unlock_trace_exit,
+	  METH_FASTCALL, "rcu_read_unlock_trace() taking __exit__'s arguments." },
+	{ "rcu_nesting", core_rcu_nesting, METH_O,
+	  "rcu_nesting(flavour) -> this thread's read-side nesting depth in the current domain." },
 	{ "task_alive", core_task_alive, METH_O,
 	  "True if the TID names a live, non-zombie task (the lock's owner probe)." },
 	{ NULL }
 };
 
+
 static void atfork_child(void)
 {
 	pk_tid_reset();
+	rcu_tls.id = 0;	/* the child's thread must claim its own reader slot */
 }
 
 static int core_exec(PyObject *m)
@@ -1075,6 +1459,7 @@ static int core_exec(PyObject *m)
 	ADD_INT("USER_OFF", offsetof(struct pk_header, user));
 	ADD_INT("CLASSES_OFF", offsetof(struct pk_header, classes));
 	ADD_INT("CLASS_STRIDE", sizeof(struct pk_slab_class));
+	ADD_INT("RCU_FLAVOURS", PK_RCU_FLAVOURS);
 	ADD_INT("USER_WORDS", sizeof(((struct pk_header *)0)->user) / 8);
 	return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "arena.h"
 #include "atomic.h"
+#include "rcu.h"
 
 #define BITS_PER_WORD 64
 
@@ -52,7 +53,7 @@ static void punch(struct pk_arena *a, uint64_t off, uint64_t len)
 int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *possible,
 		    const uint8_t *online, uint32_t mask_len, int32_t owner,
 		    const uint32_t *classes, uint32_t nr_classes, uint32_t registry_max,
-		    uint32_t registry_entry, uint32_t flags)
+		    uint32_t registry_entry, uint32_t flags, uint32_t rcu_slots)
 {
 	struct pk_header *h = pk_hdr(a);
 	uint64_t nr_pages = a->size >> PK_PAGE_SHIFT;
@@ -79,6 +80,11 @@ int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *poss
 	off = PK_PAGE_SIZE;
 	h->registry_off = off;
 	off += pk_round_up((uint64_t)registry_max * registry_entry, PK_PAGE_SIZE);
+	if (rcu_slots == 0 || rcu_slots > 65536)
+		return -EINVAL;
+	h->rcu_off = off;
+	h->rcu_nslots = rcu_slots;
+	off += pk_round_up(pk_rcu_block_size(rcu_slots), PK_PAGE_SIZE);
 	h->bitmap_off = off;
 	off += pk_round_up(pk_round_up(nr_pages, 64) / 8, PK_PAGE_SIZE);
 	h->desc_off = off;
@@ -114,6 +120,7 @@ int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *poss
 		set_bit(pk_bitmap(a), i);
 	}
 	h->hint = (uint32_t)meta;
+	pk_rcu_init((struct pk_rcu_state *)(a->base + h->rcu_off), rcu_slots);
 	/* Pairs with the acquire load in pk_arena_validate(): all of the above first. */
 	smp_store_release64(&h->magic, PK_MAGIC);
 	return 0;
@@ -131,7 +138,9 @@ int pk_arena_validate(const struct pk_arena *a)
 		return -EPROTO;
 	if (h->size != a->size || (uint64_t)h->nr_pages << PK_PAGE_SHIFT != a->size ||
 	    h->meta_pages >= h->nr_pages || h->nr_classes > PK_MAX_CLASSES ||
-	    h->desc_off + (uint64_t)h->nr_pages * 16 > a->size)
+	    h->desc_off + (uint64_t)h->nr_pages * 16 > a->size ||
+	    h->rcu_off < PK_PAGE_SIZE || h->rcu_nslots == 0 ||
+	    h->rcu_off + pk_rcu_block_size(h->rcu_nslots) > (uint64_t)h->meta_pages << PK_PAGE_SHIFT)
 		return -EUCLEAN;
 	return 0;
 }

@@ -105,6 +105,9 @@ struct pk_header {
 	uint32_t nr_classes;
 	uint32_t flags;
 	uint64_t generation;		/* bumped by every recovery */
+	uint64_t rcu_off;		/* struct pk_rcu_state, in the meta pages */
+	uint32_t rcu_nslots;
+	uint32_t pad0;
 	uint8_t possible[PK_MAX_CPUS / 8];
 	uint8_t online[PK_MAX_CPUS / 8];
 
@@ -141,7 +144,7 @@ static inline struct pk_page_desc *pk_desc(const struct pk_arena *a, uint32_t pg
 int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *possible,
 		    const uint8_t *online, uint32_t possible_len, int32_t owner,
 		    const uint32_t *classes, uint32_t nr_classes, uint32_t registry_max,
-		    uint32_t registry_entry, uint32_t flags);
+		    uint32_t registry_entry, uint32_t flags, uint32_t rcu_slots);
 int pk_arena_validate(const struct pk_arena *a);
 
 int64_t pk_alloc_pages(struct pk_arena *a, uint32_t n, int type, int cls);

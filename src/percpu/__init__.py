@@ -7,6 +7,7 @@ own names are in :mod:`percpu.kernel`.
 """
 
 from percpu import errors
+from percpu.runtime import rcu
 from percpu.runtime.context import in_nmi, nmi, signal
 from percpu.runtime.cpu import on_cpu, smp_processor_id
 from percpu.runtime.domain import Domain, current_domain, mem
@@ -29,6 +30,7 @@ __all__ = [
     "mem",
     "nmi",
     "on_cpu",
+    "rcu",
     "signal",
     "smp_processor_id",
 ]

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from percpu import _core
+from percpu.runtime import rcu as _rcu
 from percpu.runtime.context import in_nmi as in_nmi
 from percpu.runtime.context import in_task as in_task
 from percpu.runtime.cpu import raw_smp_processor_id as raw_smp_processor_id
@@ -31,6 +33,22 @@ from percpu.runtime.work import irq_work_sync as irq_work_sync
 
 __all__ = [
     "IrqWork",
+    "call_rcu",
+    "call_rcu_tasks_trace",
+    "cond_synchronize_rcu",
+    "get_state_synchronize_rcu",
+    "poll_state_synchronize_rcu",
+    "rcu_barrier",
+    "rcu_barrier_tasks_trace",
+    "rcu_read_lock",
+    "rcu_read_lock_held",
+    "rcu_read_lock_trace",
+    "rcu_read_unlock",
+    "rcu_read_unlock_trace",
+    "rcu_trace_implies_rcu_gp",
+    "start_poll_synchronize_rcu",
+    "synchronize_rcu",
+    "synchronize_rcu_tasks_trace",
     "cpu_online_mask",
     "cpu_possible_mask",
     "in_nmi",
@@ -96,3 +114,64 @@ def ksize(ptr: int) -> int:
 def kthread_run_on_cpu(fn: Callable[..., Any], cpu: int, namefmt: str, *args: Any) -> Kthread:
     """Start ``fn(*args)`` in a worker bound to ``cpu`` named ``namefmt % cpu``."""
     return _kthread_run_on_cpu(fn, cpu, namefmt, *args)
+
+
+# ---- RCU (percpu.runtime.rcu) -------------------------------------------------------
+# The read side is the C core's own entry points: one C call each, no Python frame.
+
+rcu_read_lock = _core.rcu_read_lock
+rcu_read_unlock = _core.rcu_read_unlock
+rcu_read_lock_trace = _core.rcu_read_lock_trace
+rcu_read_unlock_trace = _core.rcu_read_unlock_trace
+
+
+def rcu_read_lock_held() -> bool:
+    return _rcu.read_lock_held(_rcu.RCU)
+
+
+def synchronize_rcu() -> None:
+    """Wait for a grace period of the current domain."""
+    _rcu.synchronize(_rcu.RCU)
+
+
+def call_rcu(fn: Callable[[], object]) -> None:
+    """Run ``fn()`` after a grace period, in this process's irq_work thread."""
+    _rcu.call(fn, _rcu.RCU)
+
+
+def rcu_barrier() -> None:
+    """Wait for every ``call_rcu`` callback this process queued."""
+    _rcu.barrier(_rcu.RCU)
+
+
+def get_state_synchronize_rcu() -> int:
+    return _rcu.get_state(_rcu.RCU)
+
+
+def start_poll_synchronize_rcu() -> int:
+    return _rcu.start_poll(_rcu.RCU)
+
+
+def poll_state_synchronize_rcu(cookie: int) -> bool:
+    return _rcu.poll_state(cookie, _rcu.RCU)
+
+
+def cond_synchronize_rcu(cookie: int) -> None:
+    _rcu.cond_synchronize(cookie, _rcu.RCU)
+
+
+def synchronize_rcu_tasks_trace() -> None:
+    _rcu.synchronize(_rcu.TASKS_TRACE)
+
+
+def call_rcu_tasks_trace(fn: Callable[[], object]) -> None:
+    _rcu.call(fn, _rcu.TASKS_TRACE)
+
+
+def rcu_barrier_tasks_trace() -> None:
+    _rcu.barrier(_rcu.TASKS_TRACE)
+
+
+def rcu_trace_implies_rcu_gp() -> bool:
+    """False: the two flavours' grace periods are independent here (see docs/design/rcu.md)."""
+    return False

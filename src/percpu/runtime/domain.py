@@ -608,9 +608,16 @@ _default: Domain | None = None
 _stack_lock = threading.Lock()
 
 
+def _sync_core() -> None:
+    """Mirror the current domain into the C core (the RCU read side reads it there)."""
+    cur = _stack[-1] if _stack else _default
+    _core.rcu_set_current(cur.arena if cur is not None and not cur.closed else None)
+
+
 def _push(dom: Domain) -> None:
     with _stack_lock:
         _stack.append(dom)
+        _sync_core()
 
 
 def _pop(dom: Domain) -> None:
@@ -618,7 +625,8 @@ def _pop(dom: Domain) -> None:
         for i in range(len(_stack) - 1, -1, -1):
             if _stack[i] is dom:
                 del _stack[i]
-                return
+                break
+        _sync_core()
 
 
 def _forget(dom: Domain) -> None:
@@ -627,6 +635,7 @@ def _forget(dom: Domain) -> None:
         _stack[:] = [d for d in _stack if d is not dom]
         if _default is dom:
             _default = None
+        _sync_core()
 
 
 def _cleanup_default() -> None:
@@ -643,6 +652,7 @@ def set_current_domain(dom: Domain | None) -> None:
     global _default
     with _stack_lock:
         _default = dom
+        _sync_core()
 
 
 def current_domain() -> Domain:
@@ -663,6 +673,7 @@ def current_domain() -> Domain:
         if _default is None or _default.closed:
             _default = Domain.create()
             atexit.register(_cleanup_default)
+            _sync_core()
         return _default
 
 
