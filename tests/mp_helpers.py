@@ -104,3 +104,70 @@ def ignore_sigterm_and_spin() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(0.01)
+
+
+# ---- RCU -------------------------------------------------------------------------
+
+MAGIC = 0x5243555f4f424a31  # "1JBO_UCR"
+PIPE_LEN = 10
+
+
+def rcu_reader_hold(ready_fd: int, go_fd: int) -> None:
+    """Enter a read-side section, say so, and stay until told (or killed)."""
+    from percpu import kernel
+
+    kernel.rcu_read_lock()
+    os.write(ready_fd, b"R")
+    os.read(go_fd, 1)
+    kernel.rcu_read_unlock()
+    os.write(ready_fd, b"D")
+    os._exit(0)
+
+
+def rcu_trace_reader_hold(ready_fd: int, go_fd: int) -> None:
+    from percpu import kernel
+
+    kernel.rcu_read_lock_trace()
+    os.write(ready_fd, b"R")
+    os.read(go_fd, 1)
+    kernel.rcu_read_unlock_trace()
+    os._exit(0)
+
+
+def torture_reader(ptr: int, results: int, seconds: float) -> int:
+    """rcutorture's reader: check the element is live and count its pipe age.
+
+    results: PIPE_LEN + 2 words: the age histogram (buckets 0..PIPE_LEN), then
+    the count of corrupted or freed elements seen inside a section.
+    """
+    from percpu import kernel
+
+    dom = percpu.current_domain()
+    a = dom.arena
+    hist = [0] * (PIPE_LEN + 1)
+    bad = 0
+    lock, unlock, load = kernel.rcu_read_lock, kernel.rcu_read_unlock, a.load
+    deadline = time.monotonic() + seconds
+    n = 0
+    while True:
+        if (n & 255) == 0 and time.monotonic() > deadline:
+            break
+        n += 1
+        lock()
+        p = load(ptr)
+        if p:
+            if load(p) != MAGIC or load(p + 16):
+                bad += 1
+            for _ in range(n & 7):  # stay inside a little, at varying lengths
+                load(p + 8)
+            pc = load(p + 8)
+            if load(p) != MAGIC or load(p + 16):
+                bad += 1
+            unlock()
+            hist[min(pc, PIPE_LEN)] += 1
+        else:
+            unlock()
+    for i, v in enumerate(hist):
+        a.store(results + 8 * i, v)
+    a.store(results + 8 * (PIPE_LEN + 1), bad)
+    return 0

@@ -419,41 +419,58 @@ def pending_callbacks(flavour: int = RCU) -> int:
 class DeferFreeList:
     """Retired objects waiting for a grace period, on an ``llist`` in the arena.
 
-    Each object is linked through its first 8 bytes (as a free object in the
-    kernel's lists) and holds its cookie in the next 8, so objects must be at
-    least 16 bytes and are dead to their users once deferred.  Any process of
-    the domain may :meth:`defer` (lock-free) and :meth:`reclaim` (under the
-    list's lock, so one reclaimer at a time walks the list).
+    Counterpart of ``kfree_rcu(ptr, rhf)`` with the kernel's ``rcu_head``: each
+    object embeds a 16-byte head at ``head_offset`` (the llist link, then the
+    cookie).  Readers may go on reading the object until the grace period ends,
+    so the head must be bytes they never read (a trailer, or a field that is
+    dead once the object is unpublished).  Any process of the domain may
+    :meth:`defer` (lock-free) and :meth:`reclaim` (under the list's lock, so
+    one reclaimer at a time walks the list).
 
-    Control block (32 bytes, kzalloc'd)::
+    Control block (40 bytes, kzalloc'd)::
 
-        +0  head      llist head: offset of the newest deferred object
-        +8  lock      the reclaim lock (percpu._core.Lock)
-        +16 deferred  objects ever deferred
-        +24 freed     objects ever freed by reclaim
+        +0  head         llist head: offset of the newest deferred rcu_head
+        +8  lock         the reclaim lock (percpu._core.Lock)
+        +16 deferred     objects ever deferred
+        +24 freed        objects ever freed by reclaim
+        +32 head_offset  where the rcu_head sits in each object
 
     Crash: a reclaimer killed between unlinking an object and freeing it leaks
     that one object; nothing is ever freed twice or freed early.
     """
 
-    SIZE = 32
+    SIZE = 40
 
     def __init__(self, domain: Domain, offset: int, flavour: int = RCU, name: str | None = None) -> None:
         self.domain = domain
         self.offset = offset
         self.flavour = _check_flavour(flavour)
         self.name = name
+        self.head_offset = int(domain.arena.load(offset + 32))
         self._lock = domain.lock_at(offset + 8)
 
     @classmethod
-    def create(cls, domain: Domain | None = None, name: str | None = None, flavour: int = RCU) -> DeferFreeList:
-        """Allocate a list in the domain, registered under ``name`` when given."""
+    def create(
+        cls,
+        domain: Domain | None = None,
+        name: str | None = None,
+        flavour: int = RCU,
+        head_offset: int = 0,
+    ) -> DeferFreeList:
+        """Allocate a list in the domain, registered under ``name`` when given.
+
+        ``head_offset``: where the 16-byte ``rcu_head`` sits in every object
+        (a multiple of 8).
+        """
         dom = domain or current_domain()
+        if not isinstance(head_offset, int) or head_offset < 0 or head_offset % 8:
+            raise InvalidArgument(f"rcu_head offset must be a non-negative multiple of 8, not {head_offset!r}")
         off = dom.kzalloc(cls.SIZE)
         if off is None:
             from percpu.errors import OutOfMemory
 
             raise OutOfMemory("no room for a deferred-free list")
+        dom.arena.store(off + 32, head_offset)
         if name is not None:
             try:
                 dom.register(name, f"rcu_defer{flavour}", off, cls.SIZE)
@@ -472,29 +489,31 @@ class DeferFreeList:
         return cls(dom, e.offset, int(e.kind[-1]), name)
 
     def defer(self, obj: int, cookie: int | None = None) -> int:
-        """Retire ``obj``: it is freed by a :meth:`reclaim` after the grace period ``cookie``.
+        """Retire ``obj``: a :meth:`reclaim` frees it after the grace period ``cookie``.
 
         ``cookie`` defaults to a new one (:func:`start_poll`).  Returns the cookie.
+        Counterpart of ``kfree_rcu()``; never blocks.
         """
         a = self.domain.arena
         if not isinstance(obj, int) or obj <= 0 or obj % 8:
             raise InvalidArgument(f"bad object offset {obj!r}")
         if cookie is None:
             cookie = int(a.rcu_start_gp(self.flavour))
-        a.store(obj + 8, cookie)
-        a.llist_add(self.offset, obj)
+        node = obj + self.head_offset
+        a.store(node + 8, cookie)
+        a.llist_add(self.offset, node)
         a.fetch_add(self.offset + 16, 1)
         return cookie
 
     def reclaim(self, free: Callable[[int], Any] | None = None) -> int:
         """Free every object whose grace period is complete; returns how many.
 
-        ``free`` defaults to ``kfree``.  Never waits for a grace period (it
+        ``free(obj)`` defaults to ``kfree``.  Never waits for a grace period (it
         scans once, which may complete one); waits only for another reclaimer.
         """
         a = self.domain.arena
         free = free or self.domain.kfree
-        head = self.offset
+        head, hoff = self.offset, self.head_offset
         freed = 0
         self._lock.lock()  # a dead reclaimer's half-done unlink is a single store: nothing to repair
         try:
@@ -510,7 +529,7 @@ class DeferFreeList:
                             prev = a.load(prev)
                     if prev:
                         a.store(prev, nxt)
-                    free(node)
+                    free(node - hoff)
                     freed += 1
                 else:
                     prev = node

@@ -1,0 +1,279 @@
+/*
+ * rcu.pml - Promela model of the grace-period protocol of csrc/rcu.h,
+ * csrc/rcu.c (pk_rcu_advance), csrc/_coremodule.c (rcu_start_gp,
+ * rcu_reclaim_dead) and src/percpu/runtime/rcu.py (synchronize, poll_state,
+ * DeferFreeList.reclaim).  See docs/model/README.md for how to run it.
+ *
+ * Memory model: Promela interleaves statements, i.e. it is sequentially
+ * consistent.  The real protocol gets the orderings it needs from seq_cst
+ * fences and accesses: R1 (reader, after storing its slot, before loading
+ * protected data) pairs with B (scanner, after loading gp_seq, before loading
+ * the slots, C); R2 (release clear of the slot) pairs with C.  The
+ * store-buffering pattern R1/B is exactly the case where SC and weaker models
+ * differ, and the fences restore SC for it; so every statement below is one
+ * atomic load or store (or one RMW where the real code has one), and the
+ * interleavings spin explores are the ones the fences allow.
+ *
+ * Counters: gp_seq is 64 bits and never wraps; with NU bounded updates it
+ * takes the values 1 .. 1+NU, so a byte is enough and no wrap is modelled.
+ *
+ * Variants (all off by default):
+ *   -DBUG         the scanner reads the slots BEFORE gp_seq (A and C swapped):
+ *                 spin must find a reader that sees a freed object.
+ *   -DBUG_READER  the reader loads the shared pointer BEFORE publishing its
+ *                 slot (R1 on the wrong side): must also fail.
+ *   -DNMI         a complete nested read-side section (a signal handler) may
+ *                 run between any two statements of the outermost lock and
+ *                 unlock, not only inside the section.  This is the
+ *                 async-signal case of the C inline functions; see README.
+ */
+
+#ifndef NR
+#define NR	2	/* reader processes */
+#endif
+#ifndef NU
+#define NU	2	/* updates (pointer swaps + grace periods) */
+#endif
+#define NOBJ	(NU + 1)	/* objects 0 .. NU; object 0 is published first */
+#define INF	255		/* m = UINT64_MAX */
+
+byte gp_seq = 1;	/* pk_rcu_init: GP 1 is complete from the start */
+byte gp_done = 1;
+byte slot[NR];		/* slot.seq: 0 = quiescent, else gp_seq read at the outermost lock */
+byte nest[NR];		/* slot.nest: written by the owner only */
+bool dead[NR];		/* the owner died (pk_task_alive() would say so) */
+byte ptr = 0;		/* the RCU-protected pointer: index of the current object */
+bool freed[NOBJ];	/* the object was freed by the updater */
+bool upd_finished = false;
+
+/*
+ * pk_rcu_read_lock: n = nest; if n == 0 { g = gp_seq; slot = g; R1 } nest = n + 1.
+ * IRQ() is a point where, under -DNMI, a whole nested section may run.
+ */
+#ifdef NMI
+#define IRQ()	if :: nmi_section(i) :: skip fi
+#else
+#define IRQ()	skip
+#endif
+
+inline rcu_lock(i, n, g)
+{
+	n = nest[i];
+	IRQ();
+	if
+	:: n == 0 ->
+		g = gp_seq;
+		IRQ();
+		slot[i] = g;		/* then R1 (seq_cst fence) */
+		IRQ();
+		g = 0
+	:: else -> skip
+	fi;
+	nest[i] = n + 1;
+	n = 0
+}
+
+/* pk_rcu_read_unlock: n = nest; nest = n - 1; if n == 1, slot = 0 (R2, release). */
+inline rcu_unlock(i, n)
+{
+	n = nest[i];
+	IRQ();
+	nest[i] = n - 1;
+	IRQ();
+	if
+	:: n == 1 -> slot[i] = 0
+	:: else -> skip
+	fi;
+	n = 0
+}
+
+/* A complete read-side section that does not interleave with its own process
+ * (a signal handler), used by -DNMI only.  Its locals are separate. */
+#ifdef NMI
+inline nmi_section(i)
+{
+	rcu_lock_nmi(i);
+	q = ptr;
+	assert(!freed[q]);
+	q = 0;
+	rcu_unlock_nmi(i)
+}
+inline rcu_lock_nmi(i)
+{
+	hn = nest[i];
+	if
+	:: hn == 0 -> hg = gp_seq; slot[i] = hg; hg = 0
+	:: else -> skip
+	fi;
+	nest[i] = hn + 1;
+	hn = 0
+}
+inline rcu_unlock_nmi(i)
+{
+	hn = nest[i];
+	nest[i] = hn - 1;
+	if
+	:: hn == 1 -> slot[i] = 0
+	:: else -> skip
+	fi;
+	hn = 0
+}
+#endif
+
+/* Reader i: loops over read-side sections forever; may nest once; may die
+ * inside a section (then its slot stays set until a scanner reclaims it). */
+proctype reader(byte i)
+{
+	byte n, g, p, p2;
+#ifdef NMI
+	byte hn, hg, q;
+#endif
+
+	do
+	::
+#ifdef BUG_READER
+		p = ptr;		/* BUG: protected load before the slot is published */
+		rcu_lock(i, n, g);
+#else
+		rcu_lock(i, n, g);
+		p = ptr;		/* after R1 */
+#endif
+		assert(!freed[p]);
+		if
+		:: /* nested section: must not touch the slot */
+			rcu_lock(i, n, g);
+			p2 = ptr;
+			assert(!freed[p2]);
+			if
+			:: atomic { dead[i] = true; goto died }	/* killed while nested */
+			:: skip
+			fi;
+			assert(!freed[p]);	/* the outer reference is still protected */
+			p2 = 0;
+			rcu_unlock(i, n)
+		:: skip
+		fi;
+		assert(!freed[p]);		/* still valid at the end of the section */
+		if
+		:: atomic { dead[i] = true; goto died }	/* killed inside the section */
+		:: skip
+		fi;
+		p = 0;
+		rcu_unlock(i, n)
+	od;
+died:
+	skip	/* the process is gone; its slot and nest keep their values */
+}
+
+/*
+ * pk_rcu_advance: s = gp_seq (A); B; m = min(slot != 0) loaded one slot at a
+ * time (C); done = min(s, m); CAS-max into gp_done.  Every step is a separate
+ * statement so readers and other scanners interleave with the scan.
+ */
+inline advance(s, m, j, done)
+{
+	m = INF;
+#ifndef BUG
+	s = gp_seq;			/* A, then B */
+#endif
+	j = 0;
+	do
+	:: j < NR ->
+		done = slot[j];		/* C: one load per slot */
+		if
+		:: done != 0 && done < m -> m = done
+		:: else -> skip
+		fi;
+		j++
+	:: else -> break
+	od;
+#ifdef BUG
+	s = gp_seq;			/* BUG: gp_seq read after the slots */
+#endif
+	done = (s < m -> s : m);
+	atomic {			/* the CAS-max loop on gp_done */
+		if
+		:: gp_done < done -> gp_done = done
+		:: else -> skip
+		fi
+	};
+	s = 0; m = 0; j = 0; done = 0
+}
+
+/* rcu_reclaim_dead: clear the slot of an owner found dead (and only then).
+ * The real code re-checks tid under slot_lock; death is permanent, so one
+ * atomic check-and-clear per slot is equivalent. */
+inline reclaim_dead(j)
+{
+	j = 0;
+	do
+	:: j < NR ->
+		atomic {
+			if
+			:: dead[j] -> nest[j] = 0; slot[j] = 0
+			:: else -> skip
+			fi
+		};
+		j++
+	:: else -> break
+	od;
+	j = 0
+}
+
+/* Updater: NU times, publish a new object, start a GP (cookie = ++gp_seq),
+ * wait until gp_done >= cookie (poll_state: scanning itself, or leaving it to
+ * the scanner), then free the old object (DeferFreeList.reclaim / kfree). */
+proctype updater()
+{
+	byte k = 0, old, cookie, s, m, j, d;
+
+	do
+	:: k < NU ->
+		atomic { old = ptr; ptr = k + 1 };	/* rcu_assign_pointer / xchg */
+		atomic { gp_seq++; cookie = gp_seq };	/* rcu_start_gp: add_fetch, seq_cst */
+		do
+		:: gp_done >= cookie -> break		/* rcu_gp_done(f) >= cookie */
+		:: else ->
+			if
+			:: advance(s, m, j, d)		/* synchronize / poll_state scan */
+			:: skip				/* leave it to another process */
+			fi
+		od;
+		freed[old] = true;
+		old = 0; cookie = 0;
+		k++
+	:: else -> break
+	od;
+	upd_finished = true
+}
+
+/* An independent process that scans (another waiter, the call_rcu thread,
+ * a DeferFreeList.reclaim elsewhere) and, like _Waiter.step, frees the slots
+ * of dead readers. */
+proctype scanner()
+{
+	byte s, m, j, d;
+
+	do
+	:: reclaim_dead(j);
+	   advance(s, m, j, d)
+	od
+}
+
+init
+{
+	byte r = 0;
+
+	atomic {
+		do
+		:: r < NR -> run reader(r); r++
+		:: else -> break
+		od;
+		run updater();
+		run scanner()
+	}
+}
+
+/* Progress: every update's grace period ends (checked with -a -f: weak
+ * fairness, so every live reader eventually leaves its section). */
+ltl progress { <> upd_finished }
