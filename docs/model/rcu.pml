@@ -58,6 +58,7 @@ bool upd_finished = false;
 
 inline rcu_lock(i, n, g)
 {
+#ifdef NMI
 	n = nest[i];
 	IRQ();
 	if
@@ -71,11 +72,23 @@ inline rcu_lock(i, n, g)
 	fi;
 	nest[i] = n + 1;
 	n = 0
+#else
+	/* nest is private to the owner, so its accesses are merged with the
+	 * neighbouring shared access: each atomic step still makes exactly one
+	 * access to shared state (gp_seq, then slot). */
+	if
+	:: nest[i] == 0 ->
+		atomic { g = gp_seq };
+		atomic { slot[i] = g; g = 0; nest[i] = 1 }	/* then R1 */
+	:: else -> nest[i]++
+	fi
+#endif
 }
 
 /* pk_rcu_read_unlock: n = nest; nest = n - 1; if n == 1, slot = 0 (R2, release). */
 inline rcu_unlock(i, n)
 {
+#ifdef NMI
 	n = nest[i];
 	IRQ();
 	nest[i] = n - 1;
@@ -85,6 +98,12 @@ inline rcu_unlock(i, n)
 	:: else -> skip
 	fi;
 	n = 0
+#else
+	if
+	:: nest[i] == 1 -> atomic { nest[i] = 0; slot[i] = 0 }	/* R2 */
+	:: else -> nest[i]--
+	fi
+#endif
 }
 
 /* A complete read-side section that does not interleave with its own process
@@ -138,11 +157,11 @@ proctype reader(byte i)
 		rcu_lock(i, n, g);
 		p = ptr;		/* after R1 */
 #endif
-		assert(!freed[p]);
+		assert(!freed[p]);		/* a load of the object's "freed" flag */
 		if
 		:: /* nested section: must not touch the slot */
 			rcu_lock(i, n, g);
-			p2 = ptr;
+			atomic { p2 = ptr };
 			assert(!freed[p2]);
 			if
 			:: atomic { dead[i] = true; goto died }	/* killed while nested */
@@ -172,32 +191,34 @@ died:
  */
 inline advance(s, m, j, done)
 {
-	m = INF;
 #ifndef BUG
-	s = gp_seq;			/* A, then B */
+	atomic { s = gp_seq; m = INF; j = 0 }	/* A, then B */
+#else
+	atomic { m = INF; j = 0 }
 #endif
-	j = 0;
 	do
 	:: j < NR ->
-		done = slot[j];		/* C: one load per slot */
-		if
-		:: done != 0 && done < m -> m = done
-		:: else -> skip
-		fi;
-		j++
+		atomic {		/* C: one load per slot, then local work */
+			done = slot[j];
+			if
+			:: done != 0 && done < m -> m = done
+			:: else -> skip
+			fi;
+			j++
+		}
 	:: else -> break
 	od;
 #ifdef BUG
 	s = gp_seq;			/* BUG: gp_seq read after the slots */
 #endif
-	done = (s < m -> s : m);
-	atomic {			/* the CAS-max loop on gp_done */
+	atomic {			/* done = min(s, m); the CAS-max loop on gp_done */
+		done = (s < m -> s : m);
 		if
 		:: gp_done < done -> gp_done = done
 		:: else -> skip
-		fi
-	};
-	s = 0; m = 0; j = 0; done = 0
+		fi;
+		s = 0; m = 0; j = 0; done = 0
+	}
 }
 
 /* rcu_reclaim_dead: clear the slot of an owner found dead (and only then).
@@ -212,9 +233,9 @@ inline reclaim_dead(j)
 			if
 			:: dead[j] -> nest[j] = 0; slot[j] = 0
 			:: else -> skip
-			fi
-		};
-		j++
+			fi;
+			j++
+		}
 	:: else -> break
 	od;
 	j = 0
@@ -239,9 +260,7 @@ proctype updater()
 			:: skip				/* leave it to another process */
 			fi
 		od;
-		freed[old] = true;
-		old = 0; cookie = 0;
-		k++
+		atomic { freed[old] = true; old = 0; cookie = 0; k++ }
 	:: else -> break
 	od;
 	upd_finished = true
