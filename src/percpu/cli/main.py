@@ -17,6 +17,7 @@ import click
 
 from percpu.cli.render import Options, fail
 from percpu.cli.domain import domain
+from percpu.cli.rcu import rcu
 from percpu.cli.topology import topology
 
 __all__ = ["cli", "main"]
@@ -127,3 +128,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 # group next to `topology` at the top of this file and add it here.
 cli.add_command(topology)
 cli.add_command(domain)
+cli.add_command(rcu)
