@@ -1202,10 +1202,40 @@ static PyObject *rcu_unlock_f(int f)
 	Py_RETURN_NONE;
 }
 
-static PyObject *core_rcu_read_lock(PyObject *m, PyObject *u) { return rcu_lock_f(0); }
-static PyObject *core_rcu_read_unlock(PyObject *m, PyObject *u) { return rcu_unlock_f(0); }
-static PyObject *core_rcu_read_lock_trace(PyObject *m, PyObject *u) { return rcu_lock_f(1); }
-static PyObject *core_rcu_read_unlock_trace(PyObject *m, PyObject *u) { return rcu_unlock_f(1); }
+/*
+ * METH_FASTCALL rather than METH_NOARGS: CPython 3.11 specialises calls of
+ * fast-call builtins (PRECALL_NO_KW_BUILTIN_FAST) but not of no-arg ones, and
+ * the read side is two calls per section.
+ */
+#define NOARGS_CHECK(name)							\
+	if (unlikely(nargs != 0)) {						\
+		PyErr_SetString(PyExc_TypeError, name "() takes no arguments");	\
+		return NULL;							\
+	}
+
+static PyObject *core_rcu_read_lock(PyObject *m, PyObject *const *a, Py_ssize_t nargs)
+{
+	NOARGS_CHECK("rcu_read_lock")
+	return rcu_lock_f(0);
+}
+
+static PyObject *core_rcu_read_unlock(PyObject *m, PyObject *const *a, Py_ssize_t nargs)
+{
+	NOARGS_CHECK("rcu_read_unlock")
+	return rcu_unlock_f(0);
+}
+
+static PyObject *core_rcu_read_lock_trace(PyObject *m, PyObject *const *a, Py_ssize_t nargs)
+{
+	NOARGS_CHECK("rcu_read_lock_trace")
+	return rcu_lock_f(1);
+}
+
+static PyObject *core_rcu_read_unlock_trace(PyObject *m, PyObject *const *a, Py_ssize_t nargs)
+{
+	NOARGS_CHECK("rcu_read_unlock_trace")
+	return rcu_unlock_f(1);
+}
 
 static PyObject *core_rcu_read_unlock_exit(PyObject *m, PyObject *const *a, Py_ssize_t n)
 {
@@ -1410,10 +1440,14 @@ static PyMethodDef core_methods[] = {
 	{ "get_task_name", core_get_task_name, METH_NOARGS, "prctl(PR_GET_NAME)." },
 	{ "rcu_set_current", core_rcu_set_current, METH_O,
 	  "Mirror the process's current domain for the RCU read side (Arena or None)." },
-	{ "rcu_read_lock", core_rcu_read_lock, METH_NOARGS, "rcu_read_lock(): enter a read-side section." },
-	{ "rcu_read_unlock", core_rcu_read_unlock, METH_NOARGS, "rcu_read_unlock()" },
-	{ "rcu_read_lock_trace", core_rcu_read_lock_trace, METH_NOARGS, "rcu_read_lock_trace()" },
-	{ "rcu_read_unlock_trace", core_rcu_read_unlock_trace, METH_NOARGS, "rcu_read_unlock_trace()" },
+	{ "rcu_read_lock", (PyCFunction)(void (*)(void))core_rcu_read_lock, METH_FASTCALL,
+	  "rcu_read_lock(): enter a read-side section of the current domain (nests)." },
+	{ "rcu_read_unlock", (PyCFunction)(void (*)(void))core_rcu_read_unlock, METH_FASTCALL,
+	  "rcu_read_unlock(): leave it; EINVAL outside a section." },
+	{ "rcu_read_lock_trace", (PyCFunction)(void (*)(void))core_rcu_read_lock_trace, METH_FASTCALL,
+	  "rcu_read_lock_trace(): enter a Tasks Trace read-side section." },
+	{ "rcu_read_unlock_trace", (PyCFunction)(void (*)(void))core_rcu_read_unlock_trace,
+	  METH_FASTCALL, "rcu_read_unlock_trace()" },
 	{ "rcu_read_unlock_exit", (PyCFunction)(void (*)(void))core_rcu_read_unlock_exit, METH_FASTCALL,
 	  "rcu_read_unlock() taking __exit__'s arguments." },
 	{ "rcu_read_unlock_trace_exit", (PyCFunction)(void (*)(void))core_rcu_read_unlock_trace_exit,
