@@ -50,9 +50,6 @@ from typing import Any
 
 import percpu
 import percpu.kernel
-from percpu import _core
-from percpu.runtime.rcu import DeferFreeList
-
 from benchmarks._harness import (
     Case,
     Row,
@@ -64,6 +61,8 @@ from benchmarks._harness import (
     print_table,
     run_pinned,
 )
+from percpu import _core
+from percpu.runtime.rcu import DeferFreeList
 
 READ_TARGET = 2.0  # rcu_read_lock+unlock (attribute calls) / noop at most
 DOMAIN_SIZE = 64 << 20
@@ -72,6 +71,7 @@ STAMP = 24  # offset of the stamp in an object (DeferFreeList uses +0 and +8)
 
 READ_CASES = [
     "noop",
+    "k.rcu_read_lock()+k.rcu_read_unlock() vs 2 noop",
     "k.rcu_read_lock()+k.rcu_read_unlock()",
     "k.rcu_read_lock()+k.rcu_read_unlock() vs RLock",
     "k.rcu_read_lock()+k.rcu_read_unlock() vs mp",
@@ -124,6 +124,7 @@ def _read_side(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
         mlock = multiprocessing.get_context("fork").Lock()
         cases = [
             Case("noop", "noop()", {"noop": _core.noop}),
+            Case("2 noop", "noop(); noop()", {"noop": _core.noop}),
             Case("rcu attr", "k.rcu_read_lock(); k.rcu_read_unlock()", {"k": k}),
             Case("rcu with", "with rcu.read_lock():\n    pass", {"rcu": rcu}),
             Case(
@@ -148,7 +149,7 @@ def _read_side(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
             repeat=2 if quick else 3,
             target_ns=2_000_000 if quick else 8_000_000,
         )
-        cpu = sorted(os.sched_getaffinity(0))[-1]
+        cpu = max(os.sched_getaffinity(0))
         with dom, pinned(cpu):
             k.rcu_read_lock()  # claim this thread's reader slot outside the timing
             k.rcu_read_unlock()
@@ -166,6 +167,8 @@ def _read_side(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
 
     rows = [
         row("noop", "noop", "_core.noop() (floor)", "noop"),
+        row("k.rcu_read_lock()+k.rcu_read_unlock() vs 2 noop", "rcu attr",
+            "noop(); noop() (two-call floor)", "2 noop"),
         row("k.rcu_read_lock()+k.rcu_read_unlock()", "rcu attr",
             "threading.Lock .acquire()+.release()", "threading.Lock"),
         row("k.rcu_read_lock()+k.rcu_read_unlock() vs RLock", "rcu attr",
@@ -181,6 +184,7 @@ def _read_side(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
         "rounds": suite.rounds,
         "loop_overhead_ns": median(suite.loop_ns),
         "attr_over_noop": suite.ratio("rcu attr", "noop"),
+        "attr_over_2noop": suite.ratio("rcu attr", "2 noop"),
         "with_over_noop": suite.ratio("rcu with", "noop"),
         "nested_over_noop": suite.ratio("rcu nested", "noop"),
         "bound_over_noop": suite.ratio("rcu bound", "noop"),
@@ -289,7 +293,7 @@ def _sync_case(mech: str, readers: int, mode: str, *, duration: float, warmup: f
         dom.check()
     finally:
         _drop_domain(dom)
-    w = res[0]
+    w: dict[str, Any] = res[0]
     rd = res[1:]
     w["cpus"] = cpus
     w["reads_per_s"] = [r["reads"] * 1e9 / r["ns"] for r in rd] if mode == "busy" else []
@@ -356,6 +360,7 @@ def _gp_reader(rank: int, barrier: Any, dom: percpu.Domain, ptr: int, stop: int)
         ul()
         barrier.wait(30)
         n = bad = 0
+        seen: list[dict[str, Any]] = []
         t0 = time.perf_counter_ns()
         while not load(stop):
             for _ in repeat(None, 256):
@@ -363,10 +368,23 @@ def _gp_reader(rank: int, barrier: Any, dom: percpu.Domain, ptr: int, stop: int)
                 p = load(ptr)
                 if p and load(p + STAMP) != MAGIC:
                     bad += 1  # the object was freed inside our read-side section
+                    if len(seen) < 4:
+                        seen.append(_uaf_detail(a, p, ptr))
                 ul()
             n += 256
         t1 = time.perf_counter_ns()
-    return {"reads": n, "ns": t1 - t0, "use_after_free": bad}
+    return {"reads": n, "ns": t1 - t0, "use_after_free": bad, "uaf_details": seen}
+
+
+def _uaf_detail(a: Any, p: int, ptr: int) -> dict[str, Any]:
+    """What a reader saw when it found a freed object (for the error report)."""
+    info = a.rcu_info()
+    me = [r for r in info["readers"] if r["pid"] == os.getpid()]
+    return {
+        "obj": p, "stamp": a.load(p + STAMP), "cookie": a.load(p + 8), "published_now": a.load(ptr),
+        "gp_seq": info["gp_seq"][0], "gp_done": info["gp_done"][0],
+        "my_slot": me[0] if me else None,
+    }
 
 
 def _free_obj(a: Any, obj: int) -> None:
@@ -480,7 +498,8 @@ def _gp_case(variant: str, readers: int, *, duration: float, warmup: float) -> d
             errors.append(f"call_rcu: {info['cbs_queued'][0]} queued, {info['cbs_invoked'][0]} invoked")
         uaf = sum(r["use_after_free"] for r in rd)
         if uaf:
-            errors.append(f"readers saw {uaf} freed objects inside read-side sections")
+            errors.append(f"readers saw {uaf} freed objects inside read-side sections: "
+                          f"{[d for r in rd for d in r['uaf_details']]}")
     finally:
         _drop_domain(dom)
     return {
@@ -528,7 +547,7 @@ def run(*, quick: bool) -> dict[str, Any]:
         "loop_overhead_ns": read["loop_overhead_ns"],
         "rounds": read["rounds"],
         "cases": [r.to_json() for r in rows + srows],
-        "read_ratios": {k: v for k, v in read.items() if k.endswith("_over_noop")},
+        "read_ratios": {k: v for k, v in read.items() if "_over_" in k},
         "sync_peer": (
             "a reader-writer lock built from one multiprocessing.Lock: every reader "
             "acquires and releases it around each read; the writer's figure is its "
@@ -556,7 +575,8 @@ def _print_text(doc: dict[str, Any]) -> None:
             for c in doc["cases"]]
     print_table(rows[: len(READ_CASES)])
     r = doc["read_ratios"]
-    print(f"over noop(): attribute calls {r['attr_over_noop']:.2f}x, with {r['with_over_noop']:.2f}x, "
+    print(f"over noop(): attribute calls {r['attr_over_noop']:.2f}x (over two noop() calls "
+          f"{r['attr_over_2noop']:.2f}x), with {r['with_over_noop']:.2f}x, "
           f"nested depth 2 {r['nested_over_noop']:.2f}x, bound locals {r['bound_over_noop']:.2f}x")
     print()
     print("synchronize_rcu() latency, median (p99 beside); peer: " + doc["sync_peer"])

@@ -761,7 +761,8 @@ static PyObject *arena_percpu_sum(ArenaObject *self, PyObject *const *args, Py_s
 	return PyLong_FromLongLong((long long)sum);
 }
 
-static PyObject *arena_rcu_start_gp(ArenaObject *self, PyObject *arg);
+static PyObject *arena_rcu_start_gp(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *arena_rcu_get_state(ArenaObject *self, PyObject *arg);
 static PyObject *arena_rcu_gp_done(ArenaObject *self, PyObject *arg);
 static PyObject *arena_rcu_advance(ArenaObject *self, PyObject *arg);
 static PyObject *arena_rcu_blockers(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
@@ -807,8 +808,10 @@ static PyMethodDef arena_methods[] = {
 	{ "llist_nodes", FAST(llist_nodes), "llist_nodes(first, limit) -> [offsets]" },
 	{ "percpu_add", FAST(percpu_add), "percpu_add(off, cpu, delta)" },
 	{ "percpu_sum", FAST(percpu_sum), "percpu_sum(off, nr_cpus) -> int" },
-	{ "rcu_start_gp", (PyCFunction)arena_rcu_start_gp, METH_O,
-	  "rcu_start_gp(flavour) -> the number of the grace period just started" },
+	{ "rcu_start_gp", FAST(rcu_start_gp),
+	  "rcu_start_gp(flavour[, target]) -> gp_seq after starting the next GP (or up to target)" },
+	{ "rcu_get_state", (PyCFunction)arena_rcu_get_state, METH_O,
+	  "rcu_get_state(flavour) -> cookie: the next grace period (not started)" },
 	{ "rcu_gp_done", (PyCFunction)arena_rcu_gp_done, METH_O, "rcu_gp_done(flavour) -> int" },
 	{ "rcu_advance", (PyCFunction)arena_rcu_advance, METH_O,
 	  "rcu_advance(flavour) -> gp_done after one scan of the reader slots" },
@@ -1276,14 +1279,51 @@ static int get_flavour(PyObject *o, int *f)
 	return 1;
 }
 
-static PyObject *arena_rcu_start_gp(ArenaObject *self, PyObject *arg)
+/*
+ * rcu_start_gp(f) starts the next grace period; rcu_start_gp(f, target) makes
+ * sure grace periods up to 'target' are started (a CAS-max, so updaters that
+ * took the same cookie share one).  Returns gp_seq afterwards.  The seq_cst
+ * RMW is what orders a cookie-taker's earlier unpublishing before every reader
+ * that reads the new value (see rcu.h).
+ */
+static PyObject *arena_rcu_start_gp(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	struct pk_rcu_state *r;
+	uint64_t target, cur;
+	int f;
+
+	if (nargs < 1 || nargs > 2) {
+		PyErr_SetString(PyExc_TypeError, "expected rcu_start_gp(flavour[, target])");
+		return NULL;
+	}
+	if (!arena_ok(self) || !get_flavour(args[0], &f))
+		return NULL;
+	r = arena_rcu(self);
+	if (nargs == 1)
+		return PyLong_FromUnsignedLongLong(__atomic_add_fetch(&r->gp_seq[f], 1, __ATOMIC_SEQ_CST));
+	if (!get_u64(args[1], &target))
+		return NULL;
+	cur = __atomic_load_n(&r->gp_seq[f], __ATOMIC_SEQ_CST);
+	if (target > cur + 1)
+		return raise_errno(EINVAL, "RCU cookie from the future (not from get_state)");
+	while (cur < target &&
+	       !__atomic_compare_exchange_n(&r->gp_seq[f], &cur, target, 0, __ATOMIC_SEQ_CST,
+					    __ATOMIC_SEQ_CST))
+		;
+	return PyLong_FromUnsignedLongLong(cur > target ? cur : target);
+}
+
+/* A cookie: the next grace period, which waits for every reader there is now. */
+static PyObject *arena_rcu_get_state(ArenaObject *self, PyObject *arg)
 {
 	int f;
 
 	if (!arena_ok(self) || !get_flavour(arg, &f))
 		return NULL;
-	return PyLong_FromUnsignedLongLong(__atomic_add_fetch(&arena_rcu(self)->gp_seq[f], 1,
-							      __ATOMIC_SEQ_CST));
+	/* Orders the caller's earlier unpublishing before the read (see rcu.h). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return PyLong_FromUnsignedLongLong(
+		__atomic_load_n(&arena_rcu(self)->gp_seq[f], __ATOMIC_SEQ_CST) + 1);
 }
 
 static PyObject *arena_rcu_gp_done(ArenaObject *self, PyObject *arg)

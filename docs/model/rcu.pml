@@ -26,6 +26,9 @@
  *                 run between any two statements of the outermost lock and
  *                 unlock, not only inside the section.  This is the
  *                 async-signal case of the C inline functions; see README.
+ *   -DNO_RECLAIM  scanners never free a dead reader's slot: the progress
+ *                 property must fail (a reader that died inside a section
+ *                 holds every later grace period back).
  */
 
 #ifndef NR
@@ -164,21 +167,19 @@ proctype reader(byte i)
 			atomic { p2 = ptr };
 			assert(!freed[p2]);
 			if
-			:: atomic { dead[i] = true; goto died }	/* killed while nested */
+			:: atomic { dead[i] = true; p = 0; p2 = 0; goto died }	/* killed while nested */
 			:: skip
 			fi;
 			assert(!freed[p]);	/* the outer reference is still protected */
-			p2 = 0;
-			rcu_unlock(i, n)
+			atomic { p2 = 0; rcu_unlock(i, n) }
 		:: skip
 		fi;
 		assert(!freed[p]);		/* still valid at the end of the section */
 		if
-		:: atomic { dead[i] = true; goto died }	/* killed inside the section */
+		:: atomic { dead[i] = true; p = 0; goto died }	/* killed inside the section */
 		:: skip
 		fi;
-		p = 0;
-		rcu_unlock(i, n)
+		atomic { p = 0; rcu_unlock(i, n) }
 	od;
 died:
 	skip	/* the process is gone; its slot and nest keep their values */
@@ -222,23 +223,25 @@ inline advance(s, m, j, done)
 }
 
 /* rcu_reclaim_dead: clear the slot of an owner found dead (and only then).
- * The real code re-checks tid under slot_lock; death is permanent, so one
- * atomic check-and-clear per slot is equivalent. */
+ * The real code checks each slot's owner and re-checks tid under slot_lock.
+ * Death is permanent and only scanners write a dead owner's slot, so the
+ * whole pass is one atomic step here without losing interleavings that
+ * matter. */
 inline reclaim_dead(j)
 {
-	j = 0;
-	do
-	:: j < NR ->
-		atomic {
+	atomic {
+		j = 0;
+		do
+		:: j < NR ->
 			if
 			:: dead[j] -> nest[j] = 0; slot[j] = 0
 			:: else -> skip
 			fi;
 			j++
-		}
-	:: else -> break
-	od;
-	j = 0
+		:: else -> break
+		od;
+		j = 0
+	}
 }
 
 /* Updater: NU times, publish a new object, start a GP (cookie = ++gp_seq),
@@ -274,7 +277,10 @@ proctype scanner()
 	byte s, m, j, d;
 
 	do
-	:: reclaim_dead(j);
+	::
+#ifndef NO_RECLAIM
+	   reclaim_dead(j);
+#endif
 	   advance(s, m, j, d)
 	od
 }

@@ -164,16 +164,22 @@ def _check_flavour(flavour: int) -> int:
 def get_state(flavour: int = RCU, domain: Domain | None = None) -> int:
     """A cookie for :func:`poll_state`.  Counterpart of ``get_state_synchronize_rcu()``.
 
-    Unlike the kernel's, it also starts the grace period it names (one atomic
-    increment), so a cookie always expires once its readers are gone.
+    The cookie names the next grace period, which waits for every reader that
+    exists now.  Like the kernel's, this does not start it; :func:`poll_state`,
+    :func:`cond_synchronize` and every waiter do.  Updaters that take a cookie
+    before that grace period starts share it.
     """
     dom = domain or current_domain()
-    return int(dom.arena.rcu_start_gp(_check_flavour(flavour)))
+    return int(dom.arena.rcu_get_state(_check_flavour(flavour)))
 
 
 def start_poll(flavour: int = RCU, domain: Domain | None = None) -> int:
-    """Start a grace period and return its cookie (``start_poll_synchronize_rcu()``)."""
-    return get_state(flavour, domain)
+    """Take a cookie and start its grace period (``start_poll_synchronize_rcu()``)."""
+    dom = domain or current_domain()
+    f = _check_flavour(flavour)
+    cookie = int(dom.arena.rcu_get_state(f))
+    dom.arena.rcu_start_gp(f, cookie)
+    return cookie
 
 
 def poll_state(cookie: int, flavour: int = RCU, domain: Domain | None = None) -> bool:
@@ -185,10 +191,11 @@ def poll_state(cookie: int, flavour: int = RCU, domain: Domain | None = None) ->
     dom = domain or current_domain()
     a = dom.arena
     f = _check_flavour(flavour)
-    if not isinstance(cookie, int) or cookie <= 0:
+    if not isinstance(cookie, int) or isinstance(cookie, bool) or cookie <= 0:
         raise InvalidArgument(f"bad RCU cookie {cookie!r}")
     if a.rcu_gp_done(f) >= cookie:
         return True
+    a.rcu_start_gp(f, cookie)  # EINVAL for a cookie get_state never returned
     return bool(a.rcu_advance(f) >= cookie)
 
 
@@ -197,6 +204,7 @@ class _Waiter:
 
     def __init__(self, dom: Domain, f: int, target: int) -> None:
         self.dom, self.f, self.target = dom, f, target
+        dom.arena.rcu_start_gp(f, target)
         self.start = time.monotonic()
         self.last_probe = self.start
         self.reported: set[tuple[int, int, int]] = set()
@@ -264,8 +272,7 @@ def synchronize(flavour: int = RCU, domain: Domain | None = None, timeout: float
     f = _check_flavour(flavour)
     if _core.rcu_nesting(f) and (domain is None or domain is current_domain()):
         raise Deadlock(f"synchronize_{_NAMES[f]}() inside a read-side section would never return")
-    target = int(dom.arena.rcu_start_gp(f))
-    _Waiter(dom, f, target).wait(timeout)
+    _Waiter(dom, f, int(dom.arena.rcu_get_state(f))).wait(timeout)  # the waiter starts it
 
 
 def cond_synchronize(cookie: int, flavour: int = RCU, domain: Domain | None = None) -> None:
@@ -289,7 +296,7 @@ class _Callbacks:
         self.thread.start()
 
     def add(self, dom: Domain, f: int, fn: Callable[[], object]) -> None:
-        cookie = int(dom.arena.rcu_start_gp(f))
+        cookie = int(dom.arena.rcu_get_state(f))  # the gp thread starts it
         dom.arena.rcu_stat_add("cbs_queued", f, 1)
         with self.cond:
             self.queues[f].append((dom, cookie, fn))
@@ -331,8 +338,12 @@ class _Callbacks:
                 if dom.closed:
                     progressed = True
                 else:
-                    w = waiters.setdefault((id(dom), f), _Waiter(dom, f, cookie))
-                    w.target = cookie
+                    w = waiters.get((id(dom), f))
+                    if w is None:
+                        w = waiters[(id(dom), f)] = _Waiter(dom, f, cookie)
+                    if w.target != cookie:
+                        w.target = cookie
+                        dom.arena.rcu_start_gp(f, cookie)
                     progressed |= w.step()
                 with self.cond:
                     batch = self._ready(f)
@@ -346,17 +357,18 @@ class _Callbacks:
             delay = min(delay * 2, 0.002)
 
     def _invoke(self, f: int, batch: list[tuple[Domain, Callable[[], object]]]) -> None:
-        for dom, fn in batch:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - one callback's failure must not stop the rest
-                log.exception("%s callback %r raised", _NAMES[f], fn)
-            finally:
+        try:
+            for dom, fn in batch:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - one callback's failure must not stop the rest
+                    log.exception("%s callback %r raised", _NAMES[f], fn)
                 if not dom.closed:
                     dom.arena.rcu_stat_add("cbs_invoked", f, 1)
-                with self.cond:
-                    self.invoked[f] += 1
-                    self.cond.notify_all()
+        finally:
+            with self.cond:
+                self.invoked[f] += len(batch)
+                self.cond.notify_all()
 
     def barrier(self, f: int, timeout: float | None) -> None:
         if threading.current_thread().name == "percpu-irq_work":
@@ -491,14 +503,15 @@ class DeferFreeList:
     def defer(self, obj: int, cookie: int | None = None) -> int:
         """Retire ``obj``: a :meth:`reclaim` frees it after the grace period ``cookie``.
 
-        ``cookie`` defaults to a new one (:func:`start_poll`).  Returns the cookie.
+        ``cookie`` defaults to a new one (:func:`get_state`; the next
+        :meth:`reclaim` starts its grace period).  Returns the cookie.
         Counterpart of ``kfree_rcu()``; never blocks.
         """
         a = self.domain.arena
         if not isinstance(obj, int) or obj <= 0 or obj % 8:
             raise InvalidArgument(f"bad object offset {obj!r}")
         if cookie is None:
-            cookie = int(a.rcu_start_gp(self.flavour))
+            cookie = int(a.rcu_get_state(self.flavour))
         node = obj + self.head_offset
         a.store(node + 8, cookie)
         a.llist_add(self.offset, node)
@@ -517,6 +530,9 @@ class DeferFreeList:
         freed = 0
         self._lock.lock()  # a dead reclaimer's half-done unlink is a single store: nothing to repair
         try:
+            # Start the grace period of the newest cookie (one increment per reclaim,
+            # not per defer), then scan once.
+            a.rcu_start_gp(self.flavour, a.rcu_get_state(self.flavour))
             done = int(a.rcu_advance(self.flavour))
             prev = 0
             node = a.load(head)
