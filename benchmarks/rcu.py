@@ -600,8 +600,8 @@ def _print_text(doc: dict[str, Any]) -> None:
               f"{g['max_pending']:>8,} {g['drain_ms']:>6.1f}ms "
               f"{_fmt_rate(g['reader_sections_per_s']) if g['readers'] else '-':>9}  "
               f"{'ok' if g['leak_check_ok'] else 'FAILED: ' + '; '.join(g['errors'])}")
-    print("  (GPs/s = gp_done delta / s; every defer/call_rcu starts a GP, so it tracks updates/s "
-          "while reclaim keeps up)")
+    print("  (GPs/s = gp_done delta / s; a cookie names the next grace period without starting it, "
+          "so updates taken before it starts share one)")
     print()
     for t in doc["targets"]:
         print(f"target {t['name']}: {t['ratio']:.2f}x (target {t['target']}): "
