@@ -41,8 +41,14 @@
  * A cookie (get_state_synchronize_rcu) is gp_seq + 1 read after a full barrier:
  * GP number 'cookie' waits for every reader that existed when it was taken.
  *
+ * Signals: the inline read side is not async-signal-safe for a C caller: a
+ * handler that runs a whole section between the slot store and the nest
+ * increment of an outermost lock would clear the slot under the interrupted
+ * section (docs/model/rcu.pml, -DNMI).  Python's handlers, the only "NMI" the
+ * library has, run between bytecodes, never inside these C calls.
+ *
  * Synchronization:
- *	gp_seq		fetch_add by GP starters (any process)
+ *	gp_seq		CAS-max or fetch_add by GP starters (any process)
  *	gp_done		CAS-max by any scanner
  *	slot.seq	the owner thread; a scanner may CAS it to 0 only after the
  *			owner was found dead

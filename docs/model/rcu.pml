@@ -40,6 +40,7 @@
 #define NOBJ	(NU + 1)	/* objects 0 .. NU; object 0 is published first */
 #define INF	255		/* m = UINT64_MAX */
 
+byte want = 0;		/* the newest cookie handed to other processes */
 byte gp_seq = 1;	/* pk_rcu_init: GP 1 is complete from the start */
 byte gp_done = 1;
 byte slot[NR];		/* slot.seq: 0 = quiescent, else gp_seq read at the outermost lock */
@@ -142,6 +143,14 @@ inline rcu_unlock_nmi(i)
 }
 #endif
 
+/* Drop the local reference and unlock; one step unless -DNMI (whose
+ * interrupt points inside rcu_unlock must stay interleavable). */
+#ifdef NMI
+#define UNLOCK(ref)	ref = 0; rcu_unlock(i, n)
+#else
+#define UNLOCK(ref)	atomic { ref = 0; rcu_unlock(i, n) }
+#endif
+
 /* Reader i: loops over read-side sections forever; may nest once; may die
  * inside a section (then its slot stays set until a scanner reclaims it). */
 proctype reader(byte i)
@@ -171,7 +180,7 @@ proctype reader(byte i)
 			:: skip
 			fi;
 			assert(!freed[p]);	/* the outer reference is still protected */
-			atomic { p2 = 0; rcu_unlock(i, n) }
+			UNLOCK(p2)
 		:: skip
 		fi;
 		assert(!freed[p]);		/* still valid at the end of the section */
@@ -179,7 +188,7 @@ proctype reader(byte i)
 		:: atomic { dead[i] = true; p = 0; goto died }	/* killed inside the section */
 		:: skip
 		fi;
-		atomic { p = 0; rcu_unlock(i, n) }
+		UNLOCK(p)
 	od;
 died:
 	skip	/* the process is gone; its slot and nest keep their values */
@@ -244,9 +253,18 @@ inline reclaim_dead(j)
 	}
 }
 
-/* Updater: NU times, publish a new object, start a GP (cookie = ++gp_seq),
- * wait until gp_done >= cookie (poll_state: scanning itself, or leaving it to
- * the scanner), then free the old object (DeferFreeList.reclaim / kfree). */
+/* rcu_start_gp(f, target): gp_seq = max(gp_seq, target), one seq_cst CAS. */
+inline start_gp(t)
+{
+	atomic { if :: gp_seq < t -> gp_seq = t :: else -> skip fi }
+}
+
+/* Updater: NU times, publish a new object, take a cookie (rcu_get_state:
+ * smp_mb, then gp_seq + 1 -- the next GP, NOT started), hand it on (want: the
+ * cookie stored with a deferred object or a call_rcu callback, which any
+ * process may start), wait until gp_done >= cookie (poll_state: starting the
+ * GP and scanning itself, or leaving both to another process), then free the
+ * old object (DeferFreeList.reclaim / kfree). */
 proctype updater()
 {
 	byte k = 0, old, cookie, s, m, j, d;
@@ -254,11 +272,13 @@ proctype updater()
 	do
 	:: k < NU ->
 		atomic { old = ptr; ptr = k + 1 };	/* rcu_assign_pointer / xchg */
-		atomic { gp_seq++; cookie = gp_seq };	/* rcu_start_gp: add_fetch, seq_cst */
+		cookie = gp_seq + 1;			/* rcu_get_state: fence, load, +1 */
+		atomic { if :: want < cookie -> want = cookie :: else -> skip fi };
 		do
 		:: gp_done >= cookie -> break		/* rcu_gp_done(f) >= cookie */
 		:: else ->
 			if
+			:: start_gp(cookie)		/* poll_state / _Waiter: CAS-max */
 			:: advance(s, m, j, d)		/* synchronize / poll_state scan */
 			:: skip				/* leave it to another process */
 			fi
@@ -281,6 +301,7 @@ proctype scanner()
 #ifndef NO_RECLAIM
 	   reclaim_dead(j);
 #endif
+	   start_gp(want);	/* reclaim()/the call_rcu thread start stored cookies */
 	   advance(s, m, j, d)
 	od
 }
