@@ -16,6 +16,7 @@ def test_rcu_show_json_and_plain(make_domain):
     kernel.rcu_read_lock()
     try:
         kernel.call_rcu(lambda: None)
+        kernel.start_poll_synchronize_rcu()  # a grace period in flight, held back by us
         res = CliRunner().invoke(cli, ["-j", "rcu", "show", dom.name])
         assert res.exit_code == 0, res.output
         data = json.loads(res.output)
