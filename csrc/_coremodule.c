@@ -35,18 +35,22 @@
 #include "arena.h"
 #include "atomic.h"
 #include "llist.h"
+#include "freelist.h"
 #include "lock.h"
 #include "rcu.h"
 
 typedef struct {
 	PyTypeObject *arena_type;
 	PyTypeObject *lock_type;
+	PyTypeObject *freelist_type;
 } core_state;
 
 typedef struct {
 	PyObject_HEAD
 	struct pk_arena a;
 	uint64_t id;		/* unique per mapping: keys the RCU slot cache */
+	uint16_t *possible;	/* possible CPUs in order (lazily built), for folding */
+	uint32_t nr_possible;
 	Py_ssize_t exports;	/* live buffer views */
 	Py_ssize_t inflight;	/* calls running without the GIL */
 	int closed;
@@ -58,6 +62,13 @@ typedef struct {
 	struct pk_lock *l;
 	uint64_t off;
 } LockObject;
+
+typedef struct {
+	PyObject_HEAD
+	ArenaObject *arena;
+	struct pk_freelist *s;
+	uint64_t off;
+} FreelistObject;
 
 static PyObject *raise_errno(int err, const char *what)
 {
@@ -144,6 +155,9 @@ static uint64_t arena_ids;	/* under the GIL */
 
 static void arena_unmap(ArenaObject *self)
 {
+	PyMem_Free(self->possible);
+	self->possible = NULL;
+	self->nr_possible = 0;
 	if (self->a.base != NULL) {
 		munmap(self->a.base, self->a.size);
 		self->a.base = NULL;
@@ -1064,6 +1078,152 @@ static PyType_Spec lock_spec = {
 };
 
 
+
+/* ---- CPU identity and context ------------------------------------------- */
+
+/*
+ * smp_processor_id() for the C fast paths: the thread's on_cpu() override,
+ * else the process's pinned CPU (a kthread worker), else sched_getcpu() folded
+ * into the domain's possible CPUs.  +1 encodings so zero-initialised = unset.
+ */
+static __thread int cpu_override1 __attribute__((tls_model("initial-exec")));
+static __thread int nmi_depth __attribute__((tls_model("initial-exec")));
+static int pinned_cpu1;
+
+static int arena_build_possible(ArenaObject *a)
+{
+	struct pk_header *h = pk_hdr(&a->a);
+	uint32_t cpu, n = 0;
+
+	a->possible = PyMem_Malloc(sizeof(uint16_t) * (h->nr_cpu_ids ? h->nr_cpu_ids : 1));
+	if (a->possible == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (cpu = 0; cpu < h->nr_cpu_ids; cpu++)
+		if ((h->possible[cpu / 8] >> (cpu % 8)) & 1)
+			a->possible[n++] = (uint16_t)cpu;
+	a->nr_possible = n;
+	return 0;
+}
+
+/* The CPU the calling thread acts as in arena @a; -1 with an exception set. */
+static inline int this_cpu(ArenaObject *a)
+{
+	struct pk_header *h;
+	int real;
+
+	if (cpu_override1)
+		return cpu_override1 - 1;
+	if (pinned_cpu1)
+		return pinned_cpu1 - 1;
+	if (unlikely(a->possible == NULL) && arena_build_possible(a) < 0)
+		return -1;
+	real = sched_getcpu();
+	if (real < 0)
+		real = 0;
+	h = pk_hdr(&a->a);
+	if ((uint32_t)real < h->nr_cpu_ids && ((h->possible[real / 8] >> (real % 8)) & 1))
+		return real;
+	return a->possible[(uint32_t)real % a->nr_possible];
+}
+
+static int current_arena(ArenaObject **out);
+
+static PyObject *core_smp_processor_id(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	ArenaObject *a;
+	int cpu;
+
+	if (nargs != 0) {
+		PyErr_SetString(PyExc_TypeError, "smp_processor_id() takes no arguments");
+		return NULL;
+	}
+	if (cpu_override1)
+		return PyLong_FromLong(cpu_override1 - 1);
+	if (pinned_cpu1)
+		return PyLong_FromLong(pinned_cpu1 - 1);
+	if (current_arena(&a) < 0)
+		return NULL;
+	cpu = this_cpu(a);
+	return cpu < 0 ? NULL : PyLong_FromLong(cpu);
+}
+
+static int opt_cpu(PyObject *arg, int *out1)
+{
+	long v;
+
+	if (arg == Py_None) {
+		*out1 = 0;
+		return 0;
+	}
+	v = PyLong_AsLong(arg);
+	if (v == -1 && PyErr_Occurred())
+		return -1;
+	if (v < 0 || v >= PK_MAX_CPUS) {
+		raise_errno(EINVAL, "CPU number out of range");
+		return -1;
+	}
+	*out1 = (int)v + 1;
+	return 0;
+}
+
+static PyObject *cpu1_obj(int v1)
+{
+	if (v1 == 0)
+		Py_RETURN_NONE;
+	return PyLong_FromLong(v1 - 1);
+}
+
+static PyObject *core_set_cpu_override(PyObject *m, PyObject *arg)
+{
+	int v1, prev = cpu_override1;
+
+	if (opt_cpu(arg, &v1) < 0)
+		return NULL;
+	cpu_override1 = v1;
+	return cpu1_obj(prev);
+}
+
+static PyObject *core_set_pinned_cpu(PyObject *m, PyObject *arg)
+{
+	int v1, prev = pinned_cpu1;
+
+	if (opt_cpu(arg, &v1) < 0)
+		return NULL;
+	pinned_cpu1 = v1;
+	return cpu1_obj(prev);
+}
+
+static PyObject *core_cpu_override(PyObject *m, PyObject *u)
+{
+	return cpu1_obj(cpu_override1);
+}
+
+static PyObject *core_pinned_cpu(PyObject *m, PyObject *u)
+{
+	return cpu1_obj(pinned_cpu1);
+}
+
+static PyObject *core_nmi_enter(PyObject *m, PyObject *u)
+{
+	nmi_depth++;
+	Py_RETURN_NONE;
+}
+
+static PyObject *core_nmi_exit(PyObject *m, PyObject *u)
+{
+	if (nmi_depth == 0)
+		return raise_errno(EINVAL, "nmi_exit() outside NMI context");
+	nmi_depth--;
+	Py_RETURN_NONE;
+}
+
+static PyObject *core_in_nmi(PyObject *m, PyObject *u)
+{
+	return PyBool_FromLong(nmi_depth > 0);
+}
+
 /* ---- RCU ---------------------------------------------------------------- */
 
 /*
@@ -1469,6 +1629,400 @@ static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py
 	Py_RETURN_NONE;
 }
 
+/* The current domain's arena (asking percpu.runtime.domain to create one if needed). */
+static int current_arena(ArenaObject **out)
+{
+	if (rcu_cur == NULL || rcu_cur->closed) {
+		PyObject *mod = PyImport_ImportModule("percpu.runtime.domain"), *d;
+
+		if (mod == NULL)
+			return -1;
+		d = PyObject_CallMethod(mod, "current_domain", NULL);
+		Py_DECREF(mod);
+		if (d == NULL)
+			return -1;
+		Py_DECREF(d);
+		if (rcu_cur == NULL || rcu_cur->closed) {
+			PyErr_SetString(PyExc_RuntimeError, "no current domain");
+			return -1;
+		}
+	}
+	*out = rcu_cur;
+	return 0;
+}
+
+/* ---- Freelist ------------------------------------------------------------ */
+
+static PyObject *core_freelist_size(PyObject *m, PyObject *arg)
+{
+	long n = PyLong_AsLong(arg);
+
+	if (n == -1 && PyErr_Occurred())
+		return NULL;
+	if (n <= 0 || n > PK_MAX_CPUS)
+		return raise_errno(EINVAL, "nr_cpu_ids out of range");
+	return PyLong_FromUnsignedLongLong(pk_fl_size((uint32_t)n));
+}
+
+static int freelist_init(FreelistObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "arena", "offset", "create", "flags", NULL };
+	core_state *st = PyType_GetModuleState(Py_TYPE(self));
+	PyObject *arena;
+	unsigned long long off;
+	int create = 0;
+	unsigned int flags = 0;
+	struct pk_freelist *s;
+	uint32_t nr;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!K|pI:Freelist", kwlist, st->arena_type, &arena,
+					 &off, &create, &flags))
+		return -1;
+	nr = pk_hdr(&((ArenaObject *)arena)->a)->nr_cpu_ids;
+	if (!arena_range((ArenaObject *)arena, off, pk_fl_size(nr), PK_CACHELINE))
+		return -1;
+	s = (struct pk_freelist *)(((ArenaObject *)arena)->a.base + off);
+	if (create) {
+		if (READ_ONCE64(&s->magic) != 0) {
+			raise_errno(EEXIST, "memory at that offset already holds a freelist");
+			return -1;
+		}
+		s->nr_cpu_ids = nr;
+		s->flags = flags & PK_FL_ROBUST;
+		smp_store_release64(&s->magic, PK_FL_MAGIC);
+	} else if (smp_load_acquire64(&s->magic) != PK_FL_MAGIC || s->nr_cpu_ids != nr) {
+		raise_errno(EINVAL, "no freelist at that offset");
+		return -1;
+	}
+	Py_XSETREF(self->arena, (ArenaObject *)Py_NewRef(arena));
+	self->off = off;
+	self->s = s;
+	return 0;
+}
+
+static void freelist_dealloc(FreelistObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+
+	Py_CLEAR(self->arena);
+	tp->tp_free((PyObject *)self);
+	Py_DECREF(tp);
+}
+
+static inline int fl_ok(FreelistObject *self)
+{
+	if (unlikely(self->arena == NULL))
+		return PyErr_SetString(PyExc_ValueError, "Freelist not initialised"), 0;
+	return arena_ok(self->arena);
+}
+
+static PyObject *fl_err(int r, uint64_t node)
+{
+	if (r == -EEXIST)
+		return raise_errno(EINVAL, "pcpu_freelist_push: node is already on the freelist "
+				   "(double push, refused in robust mode)");
+	return raise_errno(r, "pcpu_freelist_push: node outside the element area or misaligned");
+}
+
+static PyObject *freelist_push(FreelistObject *self, PyObject *arg)
+{
+	uint64_t node;
+	int cpu, r;
+
+	if (!fl_ok(self) || !get_u64(arg, &node))
+		return NULL;
+	cpu = this_cpu(self->arena);
+	if (cpu < 0)
+		return NULL;
+	r = pk_fl_push(&self->arena->a, self->s, (uint32_t)cpu, node, nmi_depth > 0);
+	if (unlikely(r))
+		return fl_err(r, node);
+	Py_RETURN_NONE;
+}
+
+static PyObject *freelist_pop(FreelistObject *self, PyObject *unused)
+{
+	uint64_t node;
+	int cpu;
+
+	if (!fl_ok(self))
+		return NULL;
+	cpu = this_cpu(self->arena);
+	if (cpu < 0)
+		return NULL;
+	node = pk_fl_pop(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0);
+	if (node == 0)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(node);
+}
+
+/* Nodes from a list/tuple of ints or a buffer of native uint64 ('Q'). */
+static PyObject *freelist_push_bulk(FreelistObject *self, PyObject *arg)
+{
+	uint64_t *nodes = NULL, stackbuf[64];
+	Py_buffer view;
+	Py_ssize_t n, i;
+	int cpu, r, have_view = 0;
+
+	if (!fl_ok(self))
+		return NULL;
+	if (PyObject_CheckBuffer(arg) && !PyBytes_Check(arg)) {
+		if (PyObject_GetBuffer(arg, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+			return NULL;
+		have_view = 1;
+		if (view.itemsize != 8 || (view.format && strcmp(view.format, "Q") &&
+					   strcmp(view.format, "L") && strcmp(view.format, "=Q") &&
+					   strcmp(view.format, "<Q") && strcmp(view.format, "@Q"))) {
+			PyBuffer_Release(&view);
+			return raise_errno(EINVAL, "push_bulk: a buffer of unsigned 64-bit offsets ('Q')");
+		}
+		nodes = view.buf;
+		n = view.len / 8;
+	} else {
+		PyObject *seq = PySequence_Fast(arg, "push_bulk takes a sequence or a 'Q' buffer");
+
+		if (seq == NULL)
+			return NULL;
+		n = PySequence_Fast_GET_SIZE(seq);
+		nodes = n <= 64 ? stackbuf : PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
+		if (nodes == NULL) {
+			Py_DECREF(seq);
+			return PyErr_NoMemory();
+		}
+		for (i = 0; i < n; i++) {
+			if (!get_u64(PySequence_Fast_GET_ITEM(seq, i), &nodes[i])) {
+				Py_DECREF(seq);
+				if (nodes != stackbuf)
+					PyMem_Free(nodes);
+				return NULL;
+			}
+		}
+		Py_DECREF(seq);
+	}
+	cpu = this_cpu(self->arena);
+	if (cpu < 0) {
+		r = -1;
+		goto out;
+	}
+	if (nmi_depth > 0) {
+		/* NMI context: no batch lock; one trylock-only push per node. */
+		for (i = 0, r = 0; i < n && !r; i++)
+			r = pk_fl_push(&self->arena->a, self->s, (uint32_t)cpu, nodes[i], 1);
+	} else {
+		r = pk_fl_push_bulk(&self->arena->a, self->s, (uint32_t)cpu, nodes, (uint64_t)n);
+	}
+	if (r)
+		fl_err(r, 0);
+out:
+	if (have_view)
+		PyBuffer_Release(&view);
+	else if (nodes != stackbuf)
+		PyMem_Free(nodes);
+	if (r)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+static PyObject *freelist_pop_bulk(FreelistObject *self, PyObject *arg)
+{
+	uint64_t stackbuf[64], *out, got, i;
+	Py_buffer view;
+	PyObject *list;
+	long long n;
+	int cpu;
+
+	if (!fl_ok(self))
+		return NULL;
+	if (PyObject_CheckBuffer(arg)) {
+		/* Fill a writable 'Q' buffer; returns how many nodes were written. */
+		if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+			return NULL;
+		if (view.itemsize != 8) {
+			PyBuffer_Release(&view);
+			return raise_errno(EINVAL, "pop_bulk: a writable buffer of unsigned 64-bit items");
+		}
+		cpu = this_cpu(self->arena);
+		if (cpu < 0) {
+			PyBuffer_Release(&view);
+			return NULL;
+		}
+		got = pk_fl_pop_bulk(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0, view.buf,
+				     (uint64_t)view.len / 8);
+		PyBuffer_Release(&view);
+		return PyLong_FromUnsignedLongLong(got);
+	}
+	n = PyLong_AsLongLong(arg);
+	if (n == -1 && PyErr_Occurred())
+		return NULL;
+	if (n < 0)
+		return raise_errno(EINVAL, "pop_bulk: a negative count");
+	out = n <= 64 ? stackbuf : PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
+	if (out == NULL)
+		return PyErr_NoMemory();
+	cpu = this_cpu(self->arena);
+	if (cpu < 0) {
+		if (out != stackbuf)
+			PyMem_Free(out);
+		return NULL;
+	}
+	got = pk_fl_pop_bulk(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0, out, (uint64_t)n);
+	list = PyList_New((Py_ssize_t)got);
+	for (i = 0; list && i < got; i++) {
+		PyObject *o = PyLong_FromUnsignedLongLong(out[i]);
+
+		if (o == NULL) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, o);
+	}
+	if (out != stackbuf)
+		PyMem_Free(out);
+	return list;
+}
+
+static PyObject *freelist_populate(FreelistObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[3];
+	int r;
+
+	if (!fl_ok(self) || !args_u64(args, nargs, 3, v, "populate(buf, elem_size, nr_elems)"))
+		return NULL;
+	r = pk_fl_populate(&self->arena->a, self->s, v[0], v[1], v[2]);
+	if (r)
+		return raise_errno(r, "pcpu_freelist_populate: elements outside the arena or the "
+				      "freelist's area, or elem_size not a multiple of 8");
+	Py_RETURN_NONE;
+}
+
+static PyObject *freelist_set_area(FreelistObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[4];
+	struct pk_freelist *s;
+
+	if (!fl_ok(self) || !args_u64(args, nargs, 4, v, "set_area(base, elem_size, nr_elems, bitmap)"))
+		return NULL;
+	s = self->s;
+	if (s->elem_size)
+		return raise_errno(EEXIST, "the freelist's element area is already set");
+	if (v[0] == 0 || v[0] % 8 || v[1] < 8 || v[1] % 8 || v[2] == 0 || v[0] >= self->arena->a.size ||
+	    v[2] > (self->arena->a.size - v[0]) / v[1])
+		return raise_errno(EINVAL, "element area outside the arena or elem_size not a multiple of 8");
+	if (v[3] && !arena_range(self->arena, v[3], (v[2] + 63) / 64 * 8, 8))
+		return NULL;
+	s->area_base = v[0];
+	s->nr_elems = v[2];
+	s->bitmap_off = v[3];
+	__atomic_store_n(&s->elem_size, v[1], __ATOMIC_RELEASE);
+	Py_RETURN_NONE;
+}
+
+static PyObject *freelist_check(FreelistObject *self, PyObject *unused)
+{
+	char msg[256];
+	uint64_t total;
+	int r;
+
+	if (!fl_ok(self))
+		return NULL;
+	r = pk_fl_check(&self->arena->a, self->s, &total, msg, sizeof(msg));
+	if (r)
+		return raise_errno(r, r == -EUCLEAN ? msg : "freelist check");
+	return PyLong_FromUnsignedLongLong(total);
+}
+
+static PyObject *freelist_counts(FreelistObject *self, PyObject *unused)
+{
+	struct pk_freelist *s;
+	PyObject *d, *v;
+	uint32_t cpu;
+
+	if (!fl_ok(self))
+		return NULL;
+	s = self->s;
+	d = PyDict_New();
+	for (cpu = 0; d && cpu < s->nr_cpu_ids; cpu++) {
+		if (!((pk_hdr(&self->arena->a)->possible[cpu / 8] >> (cpu % 8)) & 1))
+			continue;
+		v = PyLong_FromUnsignedLongLong(READ_ONCE64(&s->heads[cpu].count));
+		if (v == NULL || PyDict_SetItem(d, PyLong_FromLong(cpu), v) < 0) {
+			Py_XDECREF(v);
+			Py_CLEAR(d);
+			break;
+		}
+		Py_DECREF(v);
+	}
+	if (d) {
+		v = PyLong_FromUnsignedLongLong(READ_ONCE64(&s->extralist.count));
+		if (v == NULL || PyDict_SetItemString(d, "extra", v) < 0)
+			Py_CLEAR(d);
+		Py_XDECREF(v);
+	}
+	return d;
+}
+
+static PyObject *freelist_info(FreelistObject *self, PyObject *unused)
+{
+	struct pk_freelist *s;
+
+	if (!fl_ok(self))
+		return NULL;
+	s = self->s;
+	return Py_BuildValue("{s:K,s:I,s:O,s:K,s:K,s:K,s:K}", "offset", (unsigned long long)self->off,
+			     "nr_cpu_ids", s->nr_cpu_ids, "robust",
+			     (s->flags & PK_FL_ROBUST) ? Py_True : Py_False,
+			     "area_base", (unsigned long long)s->area_base,
+			     "elem_size", (unsigned long long)s->elem_size,
+			     "nr_elems", (unsigned long long)s->nr_elems,
+			     "bitmap_off", (unsigned long long)s->bitmap_off);
+}
+
+static PyObject *freelist_get_offset(FreelistObject *self, void *c)
+{
+	return PyLong_FromUnsignedLongLong(self->off);
+}
+
+static PyMethodDef freelist_methods[] = {
+	{ "push", (PyCFunction)freelist_push, METH_O,
+	  "push(node): to this CPU's head (NMI context: trylock around the CPUs, then the extra list)." },
+	{ "pop", (PyCFunction)freelist_pop, METH_NOARGS,
+	  "pop() -> node | None: this CPU, the others in wrap order, then the extra list." },
+	{ "push_bulk", (PyCFunction)freelist_push_bulk, METH_O,
+	  "push_bulk(nodes): as len(nodes) pushes, under one lock (a list or a 'Q' buffer)." },
+	{ "pop_bulk", (PyCFunction)freelist_pop_bulk, METH_O,
+	  "pop_bulk(n) -> [nodes] | pop_bulk(buffer) -> count: as n pops." },
+	{ "populate", (PyCFunction)(void (*)(void))freelist_populate, METH_FASTCALL,
+	  "populate(buf, elem_size, nr_elems): the kernel's even split over possible CPUs." },
+	{ "set_area", (PyCFunction)(void (*)(void))freelist_set_area, METH_FASTCALL,
+	  "set_area(base, elem_size, nr_elems, bitmap_off): the element area (once)." },
+	{ "check", (PyCFunction)freelist_check, METH_NOARGS,
+	  "Walk every list under its lock; returns the node count, Corrupted if broken." },
+	{ "counts", (PyCFunction)freelist_counts, METH_NOARGS, "{cpu: nodes, 'extra': nodes}" },
+	{ "info", (PyCFunction)freelist_info, METH_NOARGS, "Layout fields." },
+	{ NULL }
+};
+
+static PyGetSetDef freelist_getset[] = {
+	{ "offset", (getter)freelist_get_offset, NULL, "offset of the freelist in the arena", NULL },
+	{ NULL }
+};
+
+static PyType_Slot freelist_slots[] = {
+	{ Py_tp_init, freelist_init },
+	{ Py_tp_dealloc, freelist_dealloc },
+	{ Py_tp_methods, freelist_methods },
+	{ Py_tp_getset, freelist_getset },
+	{ Py_tp_doc, "Freelist(arena, offset, create=False, flags=0): kernel/bpf/percpu_freelist.c." },
+	{ 0, NULL }
+};
+
+static PyType_Spec freelist_spec = {
+	.name = "percpu._core.Freelist",
+	.basicsize = sizeof(FreelistObject),
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+	.slots = freelist_slots,
+};
+
 /* ---- module ------------------------------------------------------------- */
 
 static PyMethodDef core_methods[] = {
@@ -1494,6 +2048,18 @@ static PyMethodDef core_methods[] = {
 	  METH_FASTCALL, "rcu_read_unlock_trace() taking __exit__'s arguments." },
 	{ "rcu_nesting", core_rcu_nesting, METH_O,
 	  "rcu_nesting(flavour) -> this thread's read-side nesting depth in the current domain." },
+	{ "smp_processor_id", (PyCFunction)(void (*)(void))core_smp_processor_id, METH_FASTCALL,
+	  "The CPU this thread acts as: on_cpu override, pinned worker CPU, or sched_getcpu folded." },
+	{ "set_cpu_override", core_set_cpu_override, METH_O,
+	  "Set this thread's on_cpu override (None clears); returns the previous one." },
+	{ "cpu_override", core_cpu_override, METH_NOARGS, "This thread's on_cpu override or None." },
+	{ "set_pinned_cpu", core_set_pinned_cpu, METH_O,
+	  "Declare this process a worker of a CPU (None clears); returns the previous one." },
+	{ "pinned_cpu", core_pinned_cpu, METH_NOARGS, "The process's worker CPU or None." },
+	{ "nmi_enter", core_nmi_enter, METH_NOARGS, "Enter NMI context (this thread, nests)." },
+	{ "nmi_exit", core_nmi_exit, METH_NOARGS, "Leave NMI context." },
+	{ "in_nmi", core_in_nmi, METH_NOARGS, "True in NMI context." },
+	{ "freelist_size", core_freelist_size, METH_O, "Bytes of a freelist for nr_cpu_ids CPUs." },
 	{ "task_alive", core_task_alive, METH_O,
 	  "True if the TID names a live, non-zombie task (the lock's owner probe)." },
 	{ NULL }
@@ -1517,6 +2083,9 @@ static int core_exec(PyObject *m)
 	st->lock_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &lock_spec, NULL);
 	if (st->lock_type == NULL || PyModule_AddType(m, st->lock_type) < 0)
 		return -1;
+	st->freelist_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &freelist_spec, NULL);
+	if (st->freelist_type == NULL || PyModule_AddType(m, st->freelist_type) < 0)
+		return -1;
 	if (!atfork_done) {
 		pthread_atfork(NULL, NULL, atfork_child);
 		atfork_done = 1;
@@ -1534,6 +2103,7 @@ static int core_exec(PyObject *m)
 	ADD_INT("CLASSES_OFF", offsetof(struct pk_header, classes));
 	ADD_INT("CLASS_STRIDE", sizeof(struct pk_slab_class));
 	ADD_INT("RCU_FLAVOURS", PK_RCU_FLAVOURS);
+	ADD_INT("FREELIST_ROBUST", PK_FL_ROBUST);
 	ADD_INT("USER_WORDS", sizeof(((struct pk_header *)0)->user) / 8);
 	return 0;
 }
@@ -1544,6 +2114,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 
 	Py_VISIT(st->arena_type);
 	Py_VISIT(st->lock_type);
+	Py_VISIT(st->freelist_type);
 	return 0;
 }
 
@@ -1553,6 +2124,7 @@ static int core_clear(PyObject *m)
 
 	Py_CLEAR(st->arena_type);
 	Py_CLEAR(st->lock_type);
+	Py_CLEAR(st->freelist_type);
 	return 0;
 }
 

@@ -7,6 +7,7 @@ own names are in :mod:`percpu.kernel`.
 """
 
 from percpu import errors
+from percpu.freelist import PcpuFreelist
 from percpu.runtime import rcu
 from percpu.runtime.context import in_nmi, nmi, signal
 from percpu.runtime.cpu import on_cpu, smp_processor_id
@@ -23,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Domain",
     "Kthread",
+    "PcpuFreelist",
     "__version__",
     "current_domain",
     "errors",

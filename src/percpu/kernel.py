@@ -22,6 +22,7 @@ from percpu.runtime.context import in_nmi as in_nmi
 from percpu.runtime.context import in_task as in_task
 from percpu.runtime.cpu import raw_smp_processor_id as raw_smp_processor_id
 from percpu.runtime.cpu import smp_processor_id as smp_processor_id
+from percpu.freelist import PcpuFreelist
 from percpu.runtime.domain import current_domain
 from percpu.runtime.kthread import Kthread
 from percpu.runtime.kthread import kthread_run_on_cpu as _kthread_run_on_cpu
@@ -33,6 +34,13 @@ from percpu.runtime.work import irq_work_sync as irq_work_sync
 
 __all__ = [
     "IrqWork",
+    "__pcpu_freelist_pop",
+    "__pcpu_freelist_push",
+    "pcpu_freelist_destroy",
+    "pcpu_freelist_init",
+    "pcpu_freelist_pop",
+    "pcpu_freelist_populate",
+    "pcpu_freelist_push",
     "call_rcu",
     "call_rcu_tasks_trace",
     "cond_synchronize_rcu",
@@ -175,3 +183,33 @@ def rcu_barrier_tasks_trace() -> None:
 def rcu_trace_implies_rcu_gp() -> bool:
     """False: the two flavours' grace periods are independent here (see docs/design/rcu.md)."""
     return False
+
+
+# ---- the per-CPU freelist (percpu.freelist) -------------------------------------------
+
+
+def pcpu_freelist_init() -> PcpuFreelist:
+    """A new, empty freelist in the current domain (``ENOMEM`` raises OutOfMemory)."""
+    return PcpuFreelist.create()
+
+
+def pcpu_freelist_destroy(s: PcpuFreelist) -> None:
+    s.destroy()
+
+
+def pcpu_freelist_populate(s: PcpuFreelist, buf: int, elem_size: int, nr_elems: int) -> None:
+    s.populate(buf, elem_size, nr_elems)
+
+
+def pcpu_freelist_push(s: PcpuFreelist, node: int) -> None:
+    s.push(node)
+
+
+def pcpu_freelist_pop(s: PcpuFreelist) -> int | None:
+    return s.pop()
+
+
+# The kernel's "__" variants only skip local_irq_save(); interrupts here are signal
+# handlers, which never run inside the C push/pop, so both spellings are one function.
+__pcpu_freelist_push = pcpu_freelist_push
+__pcpu_freelist_pop = pcpu_freelist_pop

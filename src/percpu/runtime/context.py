@@ -15,37 +15,37 @@ thread and nests.
 from __future__ import annotations
 
 import signal as _signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-__all__ = ["in_nmi", "in_task", "nmi", "signal"]
+from percpu import _core
 
-_tls = threading.local()
+__all__ = ["in_nmi", "in_task", "nmi", "signal"]
 
 Handler = Callable[[int, FrameType | None], Any]
 
 
-def in_nmi() -> bool:
-    """True inside :func:`nmi` or a handler installed by :func:`signal`.  Counterpart of ``in_nmi()``."""
-    return getattr(_tls, "nmi", 0) > 0
+#: True inside :func:`nmi` or a handler installed by :func:`signal`.
+#: Counterpart of ``in_nmi()``.  The depth is a C thread-local, so the C fast
+#: paths (the freelist's trylock-only paths) see it without a call back here.
+in_nmi = _core.in_nmi
 
 
 def in_task() -> bool:
     """True outside NMI context.  Counterpart of ``in_task()``."""
-    return getattr(_tls, "nmi", 0) == 0
+    return not _core.in_nmi()
 
 
 @contextmanager
 def nmi() -> Iterator[None]:
     """Run the block in NMI context (nestable): trylock-only paths apply."""
-    _tls.nmi = getattr(_tls, "nmi", 0) + 1
+    _core.nmi_enter()
     try:
         yield
     finally:
-        _tls.nmi -= 1
+        _core.nmi_exit()
 
 
 def signal(signum: int, handler: Handler) -> Any:

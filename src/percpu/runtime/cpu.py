@@ -16,7 +16,6 @@ Resolution order for the calling thread:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,34 +24,25 @@ from percpu.runtime.domain import current_domain
 
 __all__ = ["on_cpu", "pinned_cpu", "raw_smp_processor_id", "set_pinned_cpu", "smp_processor_id"]
 
-_tls = threading.local()
-_pinned: int | None = None
+# The state lives in the C core (a thread-local override, a process-wide pinned
+# CPU) so that the per-CPU fast paths in C read it without calling back here.
 
 
 def set_pinned_cpu(cpu: int | None) -> None:
     """Declare this process a worker of ``cpu`` (called by the kthread bootstrap)."""
-    global _pinned
-    _pinned = cpu
+    _core.set_pinned_cpu(cpu)
 
 
 def pinned_cpu() -> int | None:
     """The CPU this process is a pinned worker of, or None."""
-    return _pinned
+    return _core.pinned_cpu()
 
 
-def smp_processor_id() -> int:
-    """The CPU the calling thread acts as.  Counterpart of ``smp_processor_id()``.
-
-    Context: any.  The answer may be stale by the time it is used unless the
-    caller is a pinned worker or inside :func:`on_cpu`.
-    """
-    cpu: int | None = getattr(_tls, "cpu", None)
-    if cpu is not None:
-        return cpu
-    if _pinned is not None:
-        return _pinned
-    return current_domain().fold_cpu(_core.sched_getcpu())
-
+#: The CPU the calling thread acts as.  Counterpart of ``smp_processor_id()``.
+#: Context: any.  The answer may be stale by the time it is used unless the
+#: caller is a pinned worker or inside :func:`on_cpu`.  (The C entry point
+#: itself: one call, no Python frame.)
+smp_processor_id = _core.smp_processor_id
 
 raw_smp_processor_id = smp_processor_id
 
@@ -61,15 +51,15 @@ raw_smp_processor_id = smp_processor_id
 def on_cpu(cpu: int) -> Iterator[int]:
     """Act as ``cpu`` in the calling thread for the block (nestable).
 
-    Nothing migrates: this only changes what :func:`smp_processor_id` returns,
-    so a test can drive per-CPU paths of CPU 37 of a simulated 64-CPU domain.
+    Nothing migrates: this only changes what :func:`smp_processor_id` returns
+    (and which per-CPU head the C fast paths use), so a test can drive the
+    per-CPU paths of CPU 37 of a simulated 64-CPU domain.
     Errors: :class:`~percpu.errors.NoDevice` if ``cpu`` is not possible in the
     current domain.
     """
     current_domain().check_cpu(cpu)
-    prev = getattr(_tls, "cpu", None)
-    _tls.cpu = cpu
+    prev = _core.set_cpu_override(cpu)
     try:
         yield cpu
     finally:
-        _tls.cpu = prev
+        _core.set_cpu_override(prev)
