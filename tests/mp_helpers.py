@@ -171,3 +171,63 @@ def torture_reader(ptr: int, results: int, seconds: float) -> int:
         a.store(results + 8 * i, v)
     a.store(results + 8 * (PIPE_LEN + 1), bad)
     return 0
+
+
+# ---- freelist --------------------------------------------------------------------
+
+STAMP_FREE = 0
+
+
+def freelist_churn(name: str, elem_size: int, rounds: int, tag: int, errors_off: int) -> int:
+    """Pop, stamp with our tag, check nobody else stamped it meanwhile, unstamp, push.
+
+    The stamp lives at offset 8 of the element (the first 8 bytes are the
+    freelist link while free).  A node handed out twice shows as a foreign tag.
+    """
+    from percpu.freelist import PcpuFreelist
+
+    dom = percpu.current_domain()
+    s = PcpuFreelist.attach(name)
+    a = dom.arena
+    held: list[int] = []
+    bad = 0
+    rng = random.Random(tag)
+    for i in range(rounds):
+        if held and (len(held) >= 16 or rng.random() < 0.5):
+            n = held.pop(rng.randrange(len(held)))
+            if a.load(n + 8) != tag:
+                bad += 1
+            a.store(n + 8, STAMP_FREE)
+            s.push(n)
+        else:
+            if rng.random() < 0.2:
+                got = s.pop_bulk(4)
+            else:
+                one = s.pop()
+                got = [] if one is None else [one]
+            for n in got:
+                if a.cmpxchg(n + 8, STAMP_FREE, tag) != STAMP_FREE:
+                    bad += 1
+                held.append(n)
+    for n in held:
+        if a.load(n + 8) != tag:
+            bad += 1
+        a.store(n + 8, STAMP_FREE)
+    s.push_bulk(held)
+    a.fetch_add(errors_off, bad)
+    return 0
+
+
+def freelist_churn_forever(name: str, tag: int, held_off: int) -> None:
+    """Pop and push forever (until SIGKILLed); publish the node we hold at held_off."""
+    from percpu.freelist import PcpuFreelist
+
+    dom = percpu.current_domain()
+    s = PcpuFreelist.attach(name)
+    a = dom.arena
+    while True:
+        n = s.pop()
+        if n is not None:
+            a.store(held_off, n)
+            a.store(held_off, 0)
+            s.push(n)

@@ -17,6 +17,7 @@ import click
 
 from percpu.cli.render import Options, fail
 from percpu.cli.domain import domain
+from percpu.cli.freelist import freelist
 from percpu.cli.rcu import rcu
 from percpu.cli.topology import topology
 
@@ -129,3 +130,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 cli.add_command(topology)
 cli.add_command(domain)
 cli.add_command(rcu)
+cli.add_command(freelist)
