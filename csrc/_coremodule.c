@@ -1299,23 +1299,11 @@ static int rcu_slot_slow(void)
 	uint32_t tid, i, hi;
 	int32_t pid;
 	int idx = -1;
+	ArenaObject *a;
 
-	if (rcu_cur == NULL || rcu_cur->closed) {
-		PyObject *mod = PyImport_ImportModule("percpu.runtime.domain"), *d;
-
-		if (mod == NULL)
-			return -1;
-		d = PyObject_CallMethod(mod, "current_domain", NULL);
-		Py_DECREF(mod);
-		if (d == NULL)
-			return -1;
-		Py_DECREF(d);
-		if (rcu_cur == NULL || rcu_cur->closed) {
-			PyErr_SetString(PyExc_RuntimeError, "no current domain for RCU");
-			return -1;
-		}
-	}
-	r = arena_rcu(rcu_cur);
+	if (current_arena(&a) < 0)
+		return -1;
+	r = arena_rcu(a);
 	tid = (uint32_t)pk_gettid();
 	pid = (int32_t)getpid();
 	hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
