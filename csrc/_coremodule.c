@@ -39,6 +39,8 @@
 #include "lock.h"
 #include "rcu.h"
 
+static struct PyModuleDef core_module;
+
 typedef struct {
 	PyTypeObject *arena_type;
 	PyTypeObject *lock_type;
@@ -1655,7 +1657,9 @@ static PyObject *core_freelist_size(PyObject *m, PyObject *arg)
 static int freelist_init(FreelistObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "arena", "offset", "create", "flags", NULL };
-	core_state *st = PyType_GetModuleState(Py_TYPE(self));
+	/* By def, not PyType_GetModuleState: Py_TYPE(self) may be a Python subclass. */
+	PyObject *mod = PyType_GetModuleByDef(Py_TYPE(self), &core_module);
+	core_state *st = mod ? PyModule_GetState(mod) : NULL;
 	PyObject *arena;
 	unsigned long long off;
 	int create = 0;
@@ -1663,6 +1667,8 @@ static int freelist_init(FreelistObject *self, PyObject *args, PyObject *kw)
 	struct pk_freelist *s;
 	uint32_t nr;
 
+	if (st == NULL)
+		return -1;
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!K|pI:Freelist", kwlist, st->arena_type, &arena,
 					 &off, &create, &flags))
 		return -1;
@@ -2004,10 +2010,11 @@ static PyType_Slot freelist_slots[] = {
 	{ 0, NULL }
 };
 
+/* BASETYPE: percpu.PcpuFreelist subclasses it, so s.push(n) is a plain method call. */
 static PyType_Spec freelist_spec = {
 	.name = "percpu._core.Freelist",
 	.basicsize = sizeof(FreelistObject),
-	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+	.flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_BASETYPE,
 	.slots = freelist_slots,
 };
 

@@ -25,17 +25,6 @@ static inline uint64_t *node_next(const struct pk_arena *a, uint64_t node)
 	return (uint64_t *)(a->base + node);
 }
 
-int pk_fl_check_node(const struct pk_arena *a, const struct pk_freelist *s, uint64_t node)
-{
-	if (node == 0 || node % 8 || node >= a->size || a->size - node < 8)
-		return -EINVAL;
-	if (s->elem_size &&
-	    (node < s->area_base || node >= s->area_base + s->nr_elems * s->elem_size ||
-	     (node - s->area_base) % s->elem_size))
-		return -EINVAL;
-	return 0;
-}
-
 /* ROBUST: the element's bit, or NULL without a bitmap. */
 static inline uint64_t *robust_word(const struct pk_arena *a, const struct pk_freelist *s,
 				    uint64_t node, uint64_t *bit)
@@ -54,7 +43,7 @@ static void recount(struct pk_arena *a, struct pk_freelist *s, struct pk_fl_head
 	uint64_t n = 0, node = h->first, limit = s->nr_elems ? s->nr_elems : a->size / 8;
 
 	while (node && n <= limit) {
-		if (pk_fl_check_node(a, s, node)) {
+		if (pk_fl_check_node(a->size, s, node)) {
 			/* Cannot happen by construction; keep what is valid. */
 			break;
 		}
@@ -108,7 +97,7 @@ int pk_fl_push(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t
 {
 	uint64_t bit, *w;
 	uint32_t c;
-	int err = pk_fl_check_node(a, s, node);
+	int err = pk_fl_check_node(a->size, s, node);
 
 	if (err)
 		return err;
@@ -200,14 +189,25 @@ int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
 {
 	struct pk_fl_head *h = &s->heads[cpu];
 	uint64_t i, bit, *w;
-	int err;
 
 	if (n == 0)
 		return 0;
-	for (i = 0; i < n; i++) {
-		err = pk_fl_check_node(a, s, nodes[i]);
-		if (err)
-			return err;
+	if (s->elem_size && !(s->elem_size & (s->elem_size - 1)) && s->elem_size >= 8 &&
+	    s->area_base % 8 == 0 && s->area_base + s->nr_elems * s->elem_size <= a->size) {
+		/* The common case, hoisted: a power-of-two element size inside the arena. */
+		uint64_t base = s->area_base, span = s->nr_elems * s->elem_size;
+		uint64_t mask = s->elem_size - 1;
+
+		for (i = 0; i < n; i++) {
+			uint64_t rel = nodes[i] - base;	/* below base wraps to a huge value */
+
+			if (unlikely(rel >= span || (rel & mask)))
+				return -EINVAL;
+		}
+	} else {
+		for (i = 0; i < n; i++)
+			if (unlikely(pk_fl_check_node(a->size, s, nodes[i])))
+				return -EINVAL;
 	}
 	if (s->flags & PK_FL_ROBUST) {
 		for (i = 0; i < n; i++) {
@@ -221,15 +221,38 @@ int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
 			}
 		}
 	}
-	/* n successive pushes leave nodes[n-1] first: chain them in reverse. */
-	for (i = n - 1; i > 0; i--)
-		WRITE_ONCE64(node_next(a, nodes[i]), nodes[i - 1]);
+	/* n successive pushes leave nodes[n-1] first: chain them in reverse (plain
+	 * stores: the nodes are ours until the store to first publishes them). */
+	{
+		char *base = a->base;
+
+		for (i = n - 1; i > 0; i--)
+			*(uint64_t *)(base + nodes[i]) = nodes[i - 1];
+	}
 	head_lock(a, s, h);
 	WRITE_ONCE64(node_next(a, nodes[0]), h->first);
 	WRITE_ONCE64(&h->first, nodes[n - 1]);	/* commit */
 	h->count += n;
 	pk_lock_release(&h->lock);
 	return 0;
+}
+
+/* Up to n nodes off one locked list: walk the chain, then one store to first. */
+static uint64_t take_chain(struct pk_arena *a, struct pk_fl_head *h, uint64_t *out, uint64_t n)
+{
+	const char *base = a->base;
+	uint64_t node = h->first, k = 0;
+
+	/* Plain loads: the links of nodes on a list change only under its lock, held here. */
+	while (k < n && node) {
+		out[k++] = node;
+		node = *(const uint64_t *)(base + node);
+	}
+	if (k) {
+		WRITE_ONCE64(&h->first, node);	/* commit: the k nodes are ours */
+		h->count -= k;
+	}
+	return k;
 }
 
 uint64_t pk_fl_pop_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, int nmi,
@@ -247,8 +270,7 @@ uint64_t pk_fl_pop_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
 				head_lock(a, s, h);
 			else if (!head_trylock(h))
 				goto next;
-			while (got < n && h->first)
-				out[got++] = __pop_node(a, h);
+			got += take_chain(a, h, out + got, n - got);
 			pk_lock_release(&h->lock);
 		}
 next:
@@ -257,8 +279,7 @@ next:
 	h = &s->extralist;
 	if (got < n && READ_ONCE64(&h->first) &&
 	    ((!nmi && head_lock(a, s, h) >= 0) || (nmi && head_trylock(h)))) {
-		while (got < n && h->first)
-			out[got++] = __pop_node(a, h);
+		got += take_chain(a, h, out + got, n - got);
 		pk_lock_release(&h->lock);
 	}
 	if (s->flags & PK_FL_ROBUST) {
@@ -355,7 +376,7 @@ int pk_fl_check(struct pk_arena *a, struct pk_freelist *s, uint64_t *total, char
 			continue;
 		}
 		for (node = h->first; node; node = READ_ONCE64(node_next(a, node))) {
-			if (pk_fl_check_node(a, s, node))
+			if (pk_fl_check_node(a->size, s, node))
 				FAIL("%s %u: node %llu outside the element area or misaligned", what, i,
 				     (unsigned long long)node);
 			if (++n > limit)

@@ -33,6 +33,7 @@
 #ifndef PK_FREELIST_H
 #define PK_FREELIST_H
 
+#include <errno.h>
 #include <stdint.h>
 
 #include "compat.h"
@@ -64,8 +65,22 @@ struct pk_freelist {
 struct pk_arena;
 
 uint64_t pk_fl_size(uint32_t nr_cpu_ids);
-/* 0, or -EINVAL for a node outside the area or misaligned. */
-int pk_fl_check_node(const struct pk_arena *a, const struct pk_freelist *s, uint64_t node);
+/* 0, or -EINVAL for a node outside the arena, the element area, or misaligned. */
+static inline int pk_fl_check_node(uint64_t arena_size, const struct pk_freelist *s, uint64_t node)
+{
+	if (node == 0 || node % 8 || node >= arena_size || arena_size - node < 8)
+		return -EINVAL;
+	if (s->elem_size) {
+		uint64_t rel = node - s->area_base, es = s->elem_size;
+
+		if (node < s->area_base || rel >= s->nr_elems * es)
+			return -EINVAL;
+		/* Element sizes are usually powers of two: a mask, not a division. */
+		if ((es & (es - 1)) == 0 ? (rel & (es - 1)) : (rel % es))
+			return -EINVAL;
+	}
+	return 0;
+}
 /*
  * Push/pop on behalf of @cpu (a possible CPU of the arena).
  * Return: push 0 / -EINVAL (bad node) / -EEXIST (robust: already free);

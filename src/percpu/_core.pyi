@@ -4,6 +4,8 @@ from collections.abc import Sequence
 import sys
 from typing import Any, Final, final
 
+from typing_extensions import disjoint_base
+
 PAGE_SIZE: Final[int]
 CACHELINE: Final[int]
 MAX_CPUS: Final[int]
@@ -121,7 +123,7 @@ class Lock:
     def __enter__(self) -> bool: ...
     def __exit__(self, *args: object) -> None: ...
 
-@final
+@disjoint_base
 class Freelist:
     def __init__(self, arena: Arena, offset: int, create: bool = False, flags: int = 0) -> None: ...
     @property

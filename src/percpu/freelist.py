@@ -22,7 +22,6 @@ offset of the next one, as ``struct pcpu_freelist_node`` does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from percpu import _core
@@ -34,39 +33,41 @@ __all__ = ["PcpuFreelist"]
 KIND = "freelist"
 
 
-class PcpuFreelist:
+class PcpuFreelist(_core.Freelist):
     """``struct pcpu_freelist`` in a domain, usable from every process of it.
 
     Create with :meth:`create`, join from another process with :meth:`attach`.
-    ``push``/``pop``/``push_bulk``/``pop_bulk`` are the C core's methods
-    (process-safe; never block in NMI context; elsewhere they wait only for a
-    head lock held for a few instructions).  The CPU is the calling thread's
-    ``smp_processor_id()``; a caller whose CPU id is stale (it migrated) is
-    still correct, only less local.
+    ``push``/``pop``/``push_bulk``/``pop_bulk`` are the C core's methods,
+    inherited (process-safe; never block in NMI context; elsewhere they wait
+    only for a head lock held for a few instructions):
+
+    - ``push(node)``: to this CPU's head (``pcpu_freelist_push()``);
+    - ``pop()`` -> node | None: this CPU, the others in wrap order, then the
+      extra list (``pcpu_freelist_pop()``);
+    - ``push_bulk(nodes)``: as ``len(nodes)`` pushes, under one lock (a list
+      of ints, or a buffer of native uint64 such as ``array('Q')``);
+    - ``pop_bulk(n)`` -> list, or ``pop_bulk(buffer)`` -> count: as ``n`` pops.
+
+    The CPU is the calling thread's ``smp_processor_id()``; a caller whose CPU
+    id is stale (it migrated) is still correct, only less local.
 
     ``robust=True`` keeps a bit per element so that pushing an element that is
     already free is refused (``EINVAL``) instead of corrupting the list (the
     kernel has no such check); it costs one atomic per push and pop.
     """
 
-    #: push(node): to this CPU's head.  Counterpart of ``pcpu_freelist_push()``.
-    push: Callable[[int], None]
-    #: pop() -> node | None.  Counterpart of ``pcpu_freelist_pop()``.
-    pop: Callable[[], int | None]
-    #: push_bulk(nodes): as len(nodes) pushes, one lock (a list or a 'Q' buffer).
-    push_bulk: Callable[[Any], None]
-    #: pop_bulk(n) -> list, or pop_bulk(buffer) -> count: as n pops.
-    pop_bulk: Callable[[Any], Any]
-
-    def __init__(self, domain: Domain, core: _core.Freelist, name: str | None = None) -> None:
+    def __init__(
+        self,
+        domain: Domain,
+        offset: int,
+        name: str | None = None,
+        *,
+        create: bool = False,
+        flags: int = 0,
+    ) -> None:
+        super().__init__(domain.arena, offset, create, flags)
         self.domain = domain
         self.name = name
-        self._core = core
-        # The hot paths are the C methods themselves (no Python frame).
-        self.push = core.push
-        self.pop = core.pop
-        self.push_bulk = core.push_bulk
-        self.pop_bulk = core.pop_bulk
 
     # ---- lifetime ------------------------------------------------------------
 
@@ -89,13 +90,13 @@ class PcpuFreelist:
         if off is None:
             raise OutOfMemory(f"no room for a freelist of {size} bytes")
         try:
-            core = _core.Freelist(dom.arena, off, True, _core.FREELIST_ROBUST if robust else 0)
+            s = cls(dom, off, name, create=True, flags=_core.FREELIST_ROBUST if robust else 0)
             if name is not None:
                 dom.register(name, KIND, off, size)
         except BaseException:
             dom.kfree(off)
             raise
-        return cls(dom, core, name)
+        return s
 
     @classmethod
     def attach(cls, name: str, domain: Domain | None = None) -> PcpuFreelist:
@@ -104,20 +105,20 @@ class PcpuFreelist:
         e = dom.lookup(name)
         if e.kind != KIND:
             raise InvalidArgument(f"{name!r} is a {e.kind}, not a freelist")
-        return cls(dom, _core.Freelist(dom.arena, e.offset), name)
+        return cls(dom, e.offset, name)
 
     def destroy(self) -> None:
         """Free the heads (``pcpu_freelist_destroy()``); the elements stay the caller's."""
-        info = self._core.info()
+        info = super().info()
         if self.name is not None:
             self.domain.unregister(self.name)
         if info["bitmap_off"]:
             self.domain.kfree(info["bitmap_off"])
-        self.domain.kfree(self._core.offset)
+        self.domain.kfree(self.offset)
 
     # ---- filling ---------------------------------------------------------------
 
-    def populate(self, buf: int, elem_size: int, nr_elems: int) -> None:
+    def populate(self, buf: int, elem_size: int, nr_elems: int, /) -> None:
         """Push ``nr_elems`` elements at ``buf, buf+elem_size, ...`` (``pcpu_freelist_populate()``).
 
         The kernel's split since 4b45cd81f737: ``n = nr_elems // P``; the first
@@ -132,45 +133,45 @@ class PcpuFreelist:
         for v in (buf, elem_size, nr_elems):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise InvalidArgument(f"populate({buf!r}, {elem_size!r}, {nr_elems!r}): positive ints")
-        info = self._core.info()
+        info = super().info()
         if info["robust"] and not info["elem_size"]:
             bitmap = self.domain.kzalloc(max(8, (nr_elems + 63) // 64 * 8))
             if bitmap is None:
                 raise OutOfMemory("no room for the robust-mode bitmap")
             try:
-                self._core.set_area(buf, elem_size, nr_elems, bitmap)
+                self.set_area(buf, elem_size, nr_elems, bitmap)
             except BaseException:
                 self.domain.kfree(bitmap)
                 raise
-        self._core.populate(buf, elem_size, nr_elems)
+        super().populate(buf, elem_size, nr_elems)
 
     # ---- inspection ------------------------------------------------------------
 
-    def check(self) -> int:
+    def check(self) -> int:  # noqa: D102 - extends the C method's docstring
         """Walk every list under its lock; return the number of free nodes.
 
         Raises :class:`~percpu.errors.Corrupted` on a cycle, a node on two
         lists, a node outside the element area, or a count that does not match.
         """
-        return int(self._core.check())
+        return int(super().check())
 
     def per_cpu(self) -> dict[int | str, int]:
         """Free nodes by CPU (possible CPUs), and ``"extra"`` for the extra list."""
-        return self._core.counts()
+        return self.counts()
 
     def count(self) -> int:
         """Free nodes on all lists (a racy sum of the per-list counters)."""
-        return sum(self._core.counts().values())
+        return sum(self.counts().values())
 
     def __len__(self) -> int:
         return self.count()
 
     def info(self) -> dict[str, Any]:
         """Offset, element area, robust mode."""
-        return dict(self._core.info(), name=self.name)
+        return dict(super().info(), name=self.name)
 
     def __repr__(self) -> str:
         counts = self.per_cpu()
         busy = sum(1 for k, v in counts.items() if k != "extra" and v)
-        return (f"<PcpuFreelist {self.name or hex(self._core.offset)} free={sum(counts.values())} "
+        return (f"<PcpuFreelist {self.name or hex(self.offset)} free={sum(counts.values())} "
                 f"cpus_with_nodes={busy} extra={counts['extra']}>")

@@ -68,7 +68,7 @@ def test_head_lock_of_a_killed_holder_is_recovered(make_domain):
     s = PcpuFreelist.create()
     buf = dom.kzalloc(64 * 8)
     s.populate(buf, 64, 8)
-    head0 = s._core.offset + 64 * 2
+    head0 = s.offset + 64 * 2
     r, w = os.pipe()
     p = multiprocessing.get_context("fork").Process(target=_hold_head, args=(head0, w))
     p.start()

@@ -167,7 +167,7 @@ def _hold_head_and_signal(s, cpu, handler_result, extra):
     # Take cpu's head lock the way a push in progress would hold it, then be interrupted.
     from percpu import _core
 
-    lock = _core.Lock(s.domain.arena, s._core.offset + 64 * (2 + cpu))
+    lock = _core.Lock(s.domain.arena, s.offset + 64 * (2 + cpu))
     lock.lock()
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
@@ -237,7 +237,7 @@ def test_nmi_push_falls_back_to_the_extra_list(dom4):
     s, buf = _populated(dom4, 4)
     with percpu.on_cpu(0):
         n = s.pop()
-    locks = [_core.Lock(dom4.arena, s._core.offset + 64 * (2 + c)) for c in range(4)]
+    locks = [_core.Lock(dom4.arena, s.offset + 64 * (2 + c)) for c in range(4)]
     for lk in locks:
         lk.lock()
     try:
@@ -263,7 +263,7 @@ def test_check_reports_corruption(dom4):
     with percpu.on_cpu(0):
         n = s.pop()
     a.store(n, n)  # a self-loop, then put it on cpu0's head by hand
-    head0 = s._core.offset + 64 * 2
+    head0 = s.offset + 64 * 2
     a.store(head0 + 8, n)
     with pytest.raises(errors.Corrupted):
         s.check()
