@@ -273,7 +273,7 @@ def run_pinned(
     results: list[Any] = []
     errors: list[str] = []
     try:
-        for rank, (p, conn) in enumerate(zip(procs, conns)):
+        for rank, (_p, conn) in enumerate(zip(procs, conns)):
             left = max(0.0, deadline - time.monotonic())
             if not conn.poll(left):
                 errors.append(f"process {rank} (CPU {cpus[rank]}) gave no result within {timeout} s")

@@ -41,8 +41,6 @@ from typing import Any
 
 import percpu
 import percpu.kernel
-from percpu import _core
-
 from benchmarks._harness import (
     Case,
     Row,
@@ -54,6 +52,7 @@ from benchmarks._harness import (
     print_table,
     run_pinned,
 )
+from percpu import _core
 
 LOCK_TARGET = 2.0  # lock+unlock / noop at most
 KMALLOC_TARGET = 100.0  # SharedMemory / kmalloc+kfree at least

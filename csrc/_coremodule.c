@@ -1115,16 +1115,18 @@ static inline int this_cpu(ArenaObject *a)
 	struct pk_header *h;
 	int real;
 
-	if (cpu_override1)
-		return cpu_override1 - 1;
-	if (pinned_cpu1)
-		return pinned_cpu1 - 1;
+	h = pk_hdr(&a->a);
+	real = cpu_override1 ? cpu_override1 - 1 : pinned_cpu1 ? pinned_cpu1 - 1 : -1;
+	/* An override set for another domain is folded like a real CPU id, never trusted. */
+	if (likely(real >= 0) && (uint32_t)real < h->nr_cpu_ids &&
+	    ((h->possible[real / 8] >> (real % 8)) & 1))
+		return real;
 	if (unlikely(a->possible == NULL) && arena_build_possible(a) < 0)
 		return -1;
-	real = sched_getcpu();
+	if (real < 0)
+		real = sched_getcpu();
 	if (real < 0)
 		real = 0;
-	h = pk_hdr(&a->a);
 	if ((uint32_t)real < h->nr_cpu_ids && ((h->possible[real / 8] >> (real % 8)) & 1))
 		return real;
 	return a->possible[(uint32_t)real % a->nr_possible];
@@ -1750,6 +1752,18 @@ static PyObject *freelist_pop(FreelistObject *self, PyObject *unused)
 	return PyLong_FromUnsignedLongLong(node);
 }
 
+/* A buffer of native unsigned 64-bit items ('Q', or 'L' where long is 64 bits). */
+static int u64_format(const Py_buffer *v)
+{
+	const char *f = v->format ? v->format : "B";
+
+	if (v->itemsize != 8)
+		return 0;
+	if (*f == '@' || *f == '=' || *f == '<')
+		f++;
+	return !strcmp(f, "Q") || (!strcmp(f, "L") && sizeof(long) == 8);
+}
+
 /* Nodes from a list/tuple of ints or a buffer of native uint64 ('Q'). */
 static PyObject *freelist_push_bulk(FreelistObject *self, PyObject *arg)
 {
@@ -1764,9 +1778,7 @@ static PyObject *freelist_push_bulk(FreelistObject *self, PyObject *arg)
 		if (PyObject_GetBuffer(arg, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
 			return NULL;
 		have_view = 1;
-		if (view.itemsize != 8 || (view.format && strcmp(view.format, "Q") &&
-					   strcmp(view.format, "L") && strcmp(view.format, "=Q") &&
-					   strcmp(view.format, "<Q") && strcmp(view.format, "@Q"))) {
+		if (!u64_format(&view)) {
 			PyBuffer_Release(&view);
 			return raise_errno(EINVAL, "push_bulk: a buffer of unsigned 64-bit offsets ('Q')");
 		}
@@ -1798,13 +1810,7 @@ static PyObject *freelist_push_bulk(FreelistObject *self, PyObject *arg)
 		r = -1;
 		goto out;
 	}
-	if (nmi_depth > 0) {
-		/* NMI context: no batch lock; one trylock-only push per node. */
-		for (i = 0, r = 0; i < n && !r; i++)
-			r = pk_fl_push(&self->arena->a, self->s, (uint32_t)cpu, nodes[i], 1);
-	} else {
-		r = pk_fl_push_bulk(&self->arena->a, self->s, (uint32_t)cpu, nodes, (uint64_t)n);
-	}
+	r = pk_fl_push_bulk(&self->arena->a, self->s, (uint32_t)cpu, nodes, (uint64_t)n, nmi_depth > 0);
 	if (r)
 		fl_err(r, 0);
 out:
@@ -1831,9 +1837,9 @@ static PyObject *freelist_pop_bulk(FreelistObject *self, PyObject *arg)
 		/* Fill a writable 'Q' buffer; returns how many nodes were written. */
 		if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
 			return NULL;
-		if (view.itemsize != 8) {
+		if (!u64_format(&view)) {
 			PyBuffer_Release(&view);
-			return raise_errno(EINVAL, "pop_bulk: a writable buffer of unsigned 64-bit items");
+			return raise_errno(EINVAL, "pop_bulk: a writable buffer of unsigned 64-bit offsets ('Q')");
 		}
 		cpu = this_cpu(self->arena);
 		if (cpu < 0) {

@@ -93,10 +93,35 @@ static inline uint32_t next_cpu(const struct pk_arena *a, const struct pk_freeli
 	return cpu;
 }
 
+/* ___pcpu_freelist_push_nmi: trylock around the CPUs, then the extra list; never fail. */
+static void push_nmi(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t node)
+{
+	uint32_t c;
+
+	for (;;) {
+		c = cpu;
+		do {
+			struct pk_fl_head *h = &s->heads[c];
+
+			if (head_trylock(h)) {
+				__push_node(a, h, node);
+				pk_lock_release(&h->lock);
+				return;
+			}
+			c = next_cpu(a, s, c);
+		} while (c != cpu);
+		if (head_trylock(&s->extralist)) {
+			__push_node(a, &s->extralist, node);
+			pk_lock_release(&s->extralist.lock);
+			return;
+		}
+		cpu_relax();
+	}
+}
+
 int pk_fl_push(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t node, int nmi)
 {
 	uint64_t bit, *w;
-	uint32_t c;
 	int err = pk_fl_check_node(a->size, s, node);
 
 	if (err)
@@ -112,26 +137,8 @@ int pk_fl_push(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t
 		pk_lock_release(&h->lock);
 		return 0;
 	}
-	/* ___pcpu_freelist_push_nmi: trylock around the CPUs, then the extra list; never fail. */
-	for (;;) {
-		c = cpu;
-		do {
-			struct pk_fl_head *h = &s->heads[c];
-
-			if (head_trylock(h)) {
-				__push_node(a, h, node);
-				pk_lock_release(&h->lock);
-				return 0;
-			}
-			c = next_cpu(a, s, c);
-		} while (c != cpu);
-		if (head_trylock(&s->extralist)) {
-			__push_node(a, &s->extralist, node);
-			pk_lock_release(&s->extralist.lock);
-			return 0;
-		}
-		cpu_relax();
-	}
+	push_nmi(a, s, cpu, node);
+	return 0;
 }
 
 static uint64_t pop_one(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, int nmi)
@@ -185,7 +192,7 @@ uint64_t pk_fl_pop(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, int 
 }
 
 int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
-		    const uint64_t *nodes, uint64_t n)
+		    const uint64_t *nodes, uint64_t n, int nmi)
 {
 	struct pk_fl_head *h = &s->heads[cpu];
 	uint64_t i, bit, *w;
@@ -220,6 +227,12 @@ int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
 				return -EEXIST;
 			}
 		}
+	}
+	if (nmi) {
+		/* NMI: no batch lock to wait for; n trylock-only pushes, the batch already checked. */
+		for (i = 0; i < n; i++)
+			push_nmi(a, s, cpu, nodes[i]);
+		return 0;
 	}
 	/* n successive pushes leave nodes[n-1] first: chain them in reverse (plain
 	 * stores: the nodes are ours until the store to first publishes them). */

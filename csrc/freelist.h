@@ -88,9 +88,12 @@ static inline int pk_fl_check_node(uint64_t arena_size, const struct pk_freelist
  */
 int pk_fl_push(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t node, int nmi);
 uint64_t pk_fl_pop(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, int nmi);
-/* Push nodes[0..n) to @cpu's head as n successive pushes would (one lock). */
+/*
+ * Push nodes[0..n) as n successive pushes would (normal context: one lock of
+ * @cpu's head).  The whole batch is checked first: on an error nothing is pushed.
+ */
 int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
-		    const uint64_t *nodes, uint64_t n);
+		    const uint64_t *nodes, uint64_t n, int nmi);
 /* Pop up to n nodes in the order n successive pops would return them. */
 uint64_t pk_fl_pop_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, int nmi,
 			uint64_t *out, uint64_t n);

@@ -192,7 +192,7 @@ def freelist_churn(name: str, elem_size: int, rounds: int, tag: int, errors_off:
     held: list[int] = []
     bad = 0
     rng = random.Random(tag)
-    for i in range(rounds):
+    for _ in range(rounds):
         if held and (len(held) >= 16 or rng.random() < 0.5):
             n = held.pop(rng.randrange(len(held)))
             if a.load(n + 8) != tag:

@@ -1,7 +1,7 @@
 """Stubs for the C core, percpu._core (kept honest by ``python -m mypy.stubtest percpu._core``)."""
 
-from collections.abc import Sequence
 import sys
+from collections.abc import Sequence
 from typing import Any, Final, final
 
 from typing_extensions import disjoint_base

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from percpu import _core
+from percpu.freelist import PcpuFreelist
 from percpu.runtime import rcu as _rcu
 from percpu.runtime.context import in_nmi as in_nmi
 from percpu.runtime.context import in_task as in_task
 from percpu.runtime.cpu import raw_smp_processor_id as raw_smp_processor_id
 from percpu.runtime.cpu import smp_processor_id as smp_processor_id
-from percpu.freelist import PcpuFreelist
 from percpu.runtime.domain import current_domain
 from percpu.runtime.kthread import Kthread
 from percpu.runtime.kthread import kthread_run_on_cpu as _kthread_run_on_cpu

@@ -8,9 +8,9 @@ import random
 import signal
 import time
 
+import mp_helpers
 import pytest
 
-import mp_helpers
 from percpu import _core
 from percpu.freelist import PcpuFreelist
 

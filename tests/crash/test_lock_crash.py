@@ -9,11 +9,10 @@ import select
 import signal
 import time
 
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 import pytest
 
 import percpu
-
-import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 
 @pytest.fixture

@@ -192,11 +192,8 @@ class FreelistMachine(RuleBasedStateMachine):
         good: list[int] = []
         if bulk and self.held:
             good = data.draw(st.lists(st.sampled_from(self.held), unique=True, max_size=4), label="good")
-        # KNOWN BUG: in NMI context push_bulk pushes node by node and stops at the
-        # bad one, so the good nodes before it stay pushed although the call raised
-        # (test_refused_push_bulk_changes_nothing[True-*], xfail).  Until it is fixed
-        # the machine puts the bad node first in NMI batches.
-        pos = data.draw(st.integers(0, len(good)), label="pos") if bulk and not nmi else 0
+        # The bad node anywhere in the batch: a refused batch pushes nothing, NMI or not.
+        pos = data.draw(st.integers(0, len(good)), label="pos") if bulk else 0
         batch = good[:pos] + [bad] + good[pos:]
         before = self._snapshot()
         with pytest.raises(InvalidArgument) as ei:
@@ -275,15 +272,8 @@ FreelistMachine.TestCase.settings = settings(FreelistMachine.TestCase.settings, 
 TestFreelistMachine = FreelistMachine.TestCase
 
 
-NMI_PUSH_BULK_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="csrc/_coremodule.c freelist_push_bulk: the NMI branch validates and pushes one node "
-    "at a time, so a refused batch leaves the nodes before the bad one on the freelist",
-)
-
-
 @pytest.mark.parametrize("robust", [False, True])
-@pytest.mark.parametrize("nmi", [False, pytest.param(True, marks=NMI_PUSH_BULK_BUG)])
+@pytest.mark.parametrize("nmi", [False, True])
 def test_refused_push_bulk_changes_nothing(
     make_domain: Callable[..., percpu.Domain], robust: bool, nmi: bool
 ) -> None:

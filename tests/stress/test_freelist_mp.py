@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
+import mp_helpers
 import pytest
 
-import mp_helpers
 from percpu.freelist import PcpuFreelist
 from percpu.runtime.kthread import kthread_run_on_cpu
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 import pytest
 
 from percpu.runtime.kthread import kthread_run_on_cpu
-
-import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 ROUNDS = int(20000 * float(os.environ.get("PERCPU_STRESS_SCALE", "1")))
 

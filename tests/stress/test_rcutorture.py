@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import mp_helpers
+import pytest
 from mp_helpers import MAGIC, PIPE_LEN
+
 from percpu import kernel, rcu
 from percpu.runtime.kthread import kthread_run_on_cpu
 

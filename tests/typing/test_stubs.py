@@ -40,3 +40,12 @@ def test_public_names_exist():
                  "cpu_online_mask", "in_nmi", "kmalloc", "kzalloc", "kfree", "kthread_run_on_cpu",
                  "kthread_stop"):
         assert name in kernel.__all__
+
+
+@pytest.mark.timeout(120)
+def test_ruff_lint_is_clean():
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", "src", "tests", "benchmarks"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -8,13 +8,12 @@ import os
 import stat
 import sys
 
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 import pytest
 
 import percpu
 from percpu import errors
 from percpu.runtime import domain as dmod
-
-import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 
 @pytest.fixture

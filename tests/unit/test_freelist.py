@@ -273,3 +273,24 @@ def test_repr_and_counts(dom4):
     s, _ = _populated(dom4, 10)
     assert len(s) == 10 == s.count()
     assert "free=10" in repr(s)
+
+
+def test_cpu_override_of_another_domain_is_folded_not_trusted(make_domain):
+    """on_cpu(7) was checked against the current domain, not the freelist's 2-CPU one."""
+    big = make_domain(size=1 << 20, nr_cpus=8, current=False)
+    small = make_domain(size=2 << 20, nr_cpus=2)
+    s, buf = _populated(small, 4)
+    with percpu.on_cpu(0):
+        n = s.pop()
+    with big, percpu.on_cpu(7):
+        s.push(n)  # CPU 7 does not exist in small's domain: folded into 0-1, no stray head
+    assert s.check() == 4 and sum(s.per_cpu().values()) == 4
+
+
+def test_pop_bulk_refuses_a_buffer_of_the_wrong_type(dom4):
+    s, buf = _populated(dom4, 4)
+    with pytest.raises(errors.InvalidArgument):
+        s.pop_bulk(array("d", [0.0] * 4))
+    with pytest.raises(errors.InvalidArgument):
+        s.pop_bulk(bytearray(32))
+    assert s.check() == 4

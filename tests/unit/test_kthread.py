@@ -7,12 +7,11 @@ import os
 import signal
 import time
 
+import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 import pytest
 
 from percpu import errors, kernel
 from percpu.runtime.kthread import Kthread, kthread_run_on_cpu
-
-import mp_helpers  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.timeout(120)
 

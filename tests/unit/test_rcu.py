@@ -11,9 +11,9 @@ import signal
 import threading
 import time
 
+import mp_helpers
 import pytest
 
-import mp_helpers
 import percpu
 from percpu import _core, errors, kernel, rcu
 

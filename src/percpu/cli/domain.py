@@ -257,8 +257,8 @@ def _tour_worker(slots: int, counter: int, lock_off: int, rounds: int) -> int:
 def tour(ctx: click.Context, nr_cpus: int | None, rounds: int, method: str) -> None:
     """Create a domain, run pinned workers in it, show what happened, remove it."""
     from percpu.runtime.domain import Domain
-    from percpu.runtime.topology import format_cpulist
     from percpu.runtime.kthread import kthread_run_on_cpu
+    from percpu.runtime.topology import format_cpulist
 
     opts = _opts(ctx)
     say = (lambda *a: None) if opts.json_output else click.echo

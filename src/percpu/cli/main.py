@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from percpu.cli.render import Options, fail
 from percpu.cli.domain import domain
 from percpu.cli.freelist import freelist
 from percpu.cli.rcu import rcu
+from percpu.cli.render import Options, fail
 from percpu.cli.topology import topology
 
 __all__ = ["cli", "main"]
