@@ -26,3 +26,14 @@ def test_ci_runs_the_readme_test_command():
     m = re.search(r'^TEST_CMD="(.*)"$', ci, re.M)
     assert m, ".ci/run must define TEST_CMD"
     assert m.group(1) == _blocks()[1]
+
+
+def test_readme_python_example_runs():
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert code, "the README shows a Python example"
+    out = subprocess.run([sys.executable, "-c", code.group(1)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
