@@ -123,3 +123,13 @@ def test_tour_runs_real_workers_and_cleans_up():
     assert len(rep["workers"]) >= 2 or len(os.sched_getaffinity(0)) == 1
     assert rep["populated_pages"] == rep["st_blocks_pages"]
     assert not os.path.exists(f"/dev/shm/percpu.{rep['domain']}")
+
+
+def test_json_flags_are_accepted_after_the_command(dom):
+    """bpftool takes -j/-p anywhere: `percpu domain show NAME -j` works like `percpu -j domain show NAME`."""
+    code, out = run("domain", "show", dom.name, "-j")
+    assert code == 0 and json.loads(out)["name"] == dom.name
+    code, out = run("domain", "show", dom.name, "-p")
+    assert code == 0 and out.startswith("{\n") and json.loads(out)["name"] == dom.name
+    code, out = run("topology", "-j")
+    assert code == 0 and "cpus" in json.loads(out)

@@ -51,6 +51,26 @@ def _json_requested(args: Sequence[str]) -> bool:
     return _global_flag(args, "j", "--json") or _global_flag(args, "p", "--pretty")
 
 
+_ANYWHERE = ("-j", "--json", "-p", "--pretty")
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """Move ``-j``/``-p`` given after the object or command to the front.
+
+    bpftool accepts its output flags anywhere (``bpftool map show -j``); so do
+    we.  Only these exact tokens move, never anything after ``--``.
+    """
+    if "--" in args:
+        cut = args.index("--")
+        head, tail = args[:cut], args[cut:]
+    else:
+        head, tail = args, []
+    moved = [a for a in head if a in _ANYWHERE]
+    if not moved:
+        return args
+    return moved + [a for a in head if a not in _ANYWHERE] + tail
+
+
 class PercpuGroup(click.Group):
     """A click group whose usage errors follow the ``-j``/``-p`` output mode."""
 
@@ -62,6 +82,8 @@ class PercpuGroup(click.Group):
         **extra: Any,
     ) -> click.Context:
         """Parse the global options, reporting a usage error as JSON if asked."""
+        if parent is None:
+            args = _hoist_global_flags(list(args))
         as_json = _json_requested(args)
         pretty = _global_flag(args, "p", "--pretty")
         try:
