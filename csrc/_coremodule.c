@@ -292,6 +292,19 @@ static void arena_releasebuffer(ArenaObject *self, Py_buffer *view)
 
 static ArenaObject *rcu_cur;
 
+/*
+ * Run a C call that may sleep on an internal lock (and then release the GIL,
+ * see gil_sleep_hook): the arena stays mapped until it returns.
+ */
+#define ARENA_CALL(ao, stmt)				\
+	do {						\
+		ArenaObject *ao_ = (ao);		\
+		ao_->inflight++;			\
+		stmt;					\
+		ao_->inflight--;			\
+		arena_maybe_unmap(ao_);			\
+	} while (0)
+
 static PyObject *arena_close(ArenaObject *self, PyObject *unused)
 {
 	self->closed = 1;
@@ -459,7 +472,7 @@ static PyObject *arena_kmalloc(ArenaObject *self, PyObject *const *args, Py_ssiz
 		return NULL;
 	if (nargs == 2 && (zero = PyObject_IsTrue(args[1])) < 0)
 		return NULL;
-	r = pk_kmalloc(&self->a, size, zero);
+	ARENA_CALL(self, r = pk_kmalloc(&self->a, size, zero));
 	if (likely(r > 0))
 		return PyLong_FromLongLong(r);
 	if (r == -ENOMEM)
@@ -484,7 +497,7 @@ static PyObject *arena_kfree(ArenaObject *self, PyObject *arg)
 		return NULL;
 	if (off == 0)	/* kfree(NULL) is a no-op, as in the kernel */
 		Py_RETURN_NONE;
-	r = pk_kfree(&self->a, off);
+	ARENA_CALL(self, r = pk_kfree(&self->a, off));
 	if (unlikely(r))
 		return raise_errno(r, "kfree: not an allocated object (bad pointer or double free)");
 	Py_RETURN_NONE;
@@ -518,7 +531,7 @@ static PyObject *arena_alloc_pages(ArenaObject *self, PyObject *arg)
 		return NULL;
 	if (n <= 0 || (uint64_t)n > self->a.size / PK_PAGE_SIZE)
 		return raise_errno(EINVAL, "alloc_pages: bad number of pages");
-	r = pk_alloc_pages(&self->a, (uint32_t)n, PK_PG_HEAD, 0);
+	ARENA_CALL(self, r = pk_alloc_pages(&self->a, (uint32_t)n, PK_PG_HEAD, 0));
 	if (r > 0)
 		return PyLong_FromLongLong(r);
 	if (r == -ENOMEM)
@@ -533,7 +546,7 @@ static PyObject *arena_free_pages(ArenaObject *self, PyObject *arg)
 
 	if (!arena_ok(self) || !get_u64(arg, &off))
 		return NULL;
-	r = pk_free_pages(&self->a, off);
+	ARENA_CALL(self, r = pk_free_pages(&self->a, off));
 	if (r)
 		return raise_errno(r, "free_pages: not the start of a page block");
 	Py_RETURN_NONE;
@@ -546,7 +559,7 @@ static PyObject *arena_check(ArenaObject *self, PyObject *unused)
 
 	if (!arena_ok(self))
 		return NULL;
-	r = pk_arena_check(&self->a, msg, sizeof(msg));
+	ARENA_CALL(self, r = pk_arena_check(&self->a, msg, sizeof(msg)));
 	if (r)
 		return raise_errno(r, msg);
 	Py_RETURN_NONE;
@@ -1319,9 +1332,18 @@ static int rcu_slot_slow(void)
 		}
 	}
 	if (idx < 0)
-		idx = pk_rcu_register(r, tid, pid);
-	if (idx == -ENOSPC && rcu_reclaim_dead(r) > 0)
-		idx = pk_rcu_register(r, tid, pid);
+		ARENA_CALL(a, idx = pk_rcu_register(r, tid, pid));
+	if (idx == -ENOSPC) {
+		uint32_t freed;
+
+		ARENA_CALL(a, freed = rcu_reclaim_dead(r));
+		if (freed > 0)
+			ARENA_CALL(a, idx = pk_rcu_register(r, tid, pid));
+	}
+	if (a->closed) {
+		PyErr_SetString(PyExc_ValueError, "arena closed while claiming an RCU reader slot");
+		return -1;
+	}
 	if (idx < 0) {
 		raise_errno(ENOSPC, "no free RCU reader slot in this domain (one per reader thread)");
 		return -1;
@@ -1539,7 +1561,10 @@ static PyObject *arena_rcu_reclaim_dead(ArenaObject *self, PyObject *unused)
 {
 	if (!arena_ok(self))
 		return NULL;
-	return PyLong_FromUnsignedLong(rcu_reclaim_dead(arena_rcu(self)));
+	uint32_t n;
+
+	ARENA_CALL(self, n = rcu_reclaim_dead(arena_rcu(self)));
+	return PyLong_FromUnsignedLong(n);
 }
 
 static PyObject *arena_rcu_info(ArenaObject *self, PyObject *unused)
@@ -1708,8 +1733,21 @@ static void freelist_dealloc(FreelistObject *self)
 static inline int fl_ok(FreelistObject *self)
 {
 	if (unlikely(self->arena == NULL))
-		return PyErr_SetString(PyExc_ValueError, "Freelist not initialised"), 0;
-	return arena_ok(self->arena);
+		return PyErr_SetString(PyExc_ValueError, "freelist not initialised"), 0;
+	if (!arena_ok(self->arena))
+		return 0;
+	/* destroy() clears the magic: every handle, in every process, stops here. */
+	if (unlikely(READ_ONCE64(&self->s->magic) != PK_FL_MAGIC))
+		return PyErr_SetString(PyExc_ValueError, "freelist was destroyed"), 0;
+	return 1;
+}
+
+static PyObject *freelist_invalidate(FreelistObject *self, PyObject *unused)
+{
+	if (!fl_ok(self))
+		return NULL;
+	WRITE_ONCE64(&self->s->magic, 0);
+	Py_RETURN_NONE;
 }
 
 static PyObject *fl_err(int r, uint64_t node)
@@ -1730,7 +1768,7 @@ static PyObject *freelist_push(FreelistObject *self, PyObject *arg)
 	cpu = this_cpu(self->arena);
 	if (cpu < 0)
 		return NULL;
-	r = pk_fl_push(&self->arena->a, self->s, (uint32_t)cpu, node, nmi_depth > 0);
+	ARENA_CALL(self->arena, r = pk_fl_push(&self->arena->a, self->s, (uint32_t)cpu, node, nmi_depth > 0));
 	if (unlikely(r))
 		return fl_err(r, node);
 	Py_RETURN_NONE;
@@ -1746,7 +1784,7 @@ static PyObject *freelist_pop(FreelistObject *self, PyObject *unused)
 	cpu = this_cpu(self->arena);
 	if (cpu < 0)
 		return NULL;
-	node = pk_fl_pop(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0);
+	ARENA_CALL(self->arena, node = pk_fl_pop(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0));
 	if (node == 0)
 		Py_RETURN_NONE;
 	return PyLong_FromUnsignedLongLong(node);
@@ -1810,7 +1848,9 @@ static PyObject *freelist_push_bulk(FreelistObject *self, PyObject *arg)
 		r = -1;
 		goto out;
 	}
-	r = pk_fl_push_bulk(&self->arena->a, self->s, (uint32_t)cpu, nodes, (uint64_t)n, nmi_depth > 0);
+	ARENA_CALL(self->arena,
+		   r = pk_fl_push_bulk(&self->arena->a, self->s, (uint32_t)cpu, nodes, (uint64_t)n,
+				       nmi_depth > 0));
 	if (r)
 		fl_err(r, 0);
 out:
@@ -1846,8 +1886,9 @@ static PyObject *freelist_pop_bulk(FreelistObject *self, PyObject *arg)
 			PyBuffer_Release(&view);
 			return NULL;
 		}
-		got = pk_fl_pop_bulk(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0, view.buf,
-				     (uint64_t)view.len / 8);
+		ARENA_CALL(self->arena,
+			   got = pk_fl_pop_bulk(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0,
+						view.buf, (uint64_t)view.len / 8));
 		PyBuffer_Release(&view);
 		return PyLong_FromUnsignedLongLong(got);
 	}
@@ -1865,7 +1906,8 @@ static PyObject *freelist_pop_bulk(FreelistObject *self, PyObject *arg)
 			PyMem_Free(out);
 		return NULL;
 	}
-	got = pk_fl_pop_bulk(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0, out, (uint64_t)n);
+	ARENA_CALL(self->arena,
+		   got = pk_fl_pop_bulk(&self->arena->a, self->s, (uint32_t)cpu, nmi_depth > 0, out, (uint64_t)n));
 	list = PyList_New((Py_ssize_t)got);
 	for (i = 0; list && i < got; i++) {
 		PyObject *o = PyLong_FromUnsignedLongLong(out[i]);
@@ -1888,10 +1930,13 @@ static PyObject *freelist_populate(FreelistObject *self, PyObject *const *args, 
 
 	if (!fl_ok(self) || !args_u64(args, nargs, 3, v, "populate(buf, elem_size, nr_elems)"))
 		return NULL;
-	r = pk_fl_populate(&self->arena->a, self->s, v[0], v[1], v[2]);
+	ARENA_CALL(self->arena, r = pk_fl_populate(&self->arena->a, self->s, v[0], v[1], v[2]));
+	if (r == -EEXIST)
+		return raise_errno(EINVAL, "pcpu_freelist_populate: some of these elements are already "
+				      "free (refused in robust mode)");
 	if (r)
-		return raise_errno(r, "pcpu_freelist_populate: elements outside the arena or the "
-				      "freelist's area, or elem_size not a multiple of 8");
+		return raise_errno(r, "pcpu_freelist_populate: elements outside the arena's data pages or "
+				      "the freelist's area, or elem_size not a multiple of 8");
 	Py_RETURN_NONE;
 }
 
@@ -1905,7 +1950,8 @@ static PyObject *freelist_set_area(FreelistObject *self, PyObject *const *args, 
 	s = self->s;
 	if (s->elem_size)
 		return raise_errno(EEXIST, "the freelist's element area is already set");
-	if (v[0] == 0 || v[0] % 8 || v[1] < 8 || v[1] % 8 || v[2] == 0 || v[0] >= self->arena->a.size ||
+	if (v[0] < ((uint64_t)pk_hdr(&self->arena->a)->meta_pages << PK_PAGE_SHIFT) || v[0] % 8 ||
+	    v[1] < 8 || v[1] % 8 || v[2] == 0 || v[0] >= self->arena->a.size ||
 	    v[2] > (self->arena->a.size - v[0]) / v[1])
 		return raise_errno(EINVAL, "element area outside the arena or elem_size not a multiple of 8");
 	if (v[3] && !arena_range(self->arena, v[3], (v[2] + 63) / 64 * 8, 8))
@@ -1925,7 +1971,7 @@ static PyObject *freelist_check(FreelistObject *self, PyObject *unused)
 
 	if (!fl_ok(self))
 		return NULL;
-	r = pk_fl_check(&self->arena->a, self->s, &total, msg, sizeof(msg));
+	ARENA_CALL(self->arena, r = pk_fl_check(&self->arena->a, self->s, &total, msg, sizeof(msg)));
 	if (r)
 		return raise_errno(r, r == -EUCLEAN ? msg : "freelist check");
 	return PyLong_FromUnsignedLongLong(total);
@@ -1999,6 +2045,8 @@ static PyMethodDef freelist_methods[] = {
 	  "Walk every list under its lock; returns the node count, Corrupted if broken." },
 	{ "counts", (PyCFunction)freelist_counts, METH_NOARGS, "{cpu: nodes, 'extra': nodes}" },
 	{ "info", (PyCFunction)freelist_info, METH_NOARGS, "Layout fields." },
+	{ "invalidate", (PyCFunction)freelist_invalidate, METH_NOARGS,
+	  "Mark the freelist destroyed (every handle then refuses to use it)." },
 	{ NULL }
 };
 
@@ -2067,6 +2115,27 @@ static PyMethodDef core_methods[] = {
 };
 
 
+/*
+ * pk_lock_sleep_hook: release the GIL while an internal lock is slept on, if
+ * this thread holds it (a Lock.lock() wait has released it already).  The
+ * arena cannot be unmapped meanwhile: every C call that can wait on an internal
+ * lock runs inside ARENA_CALL, which counts it in 'inflight'.
+ */
+static __thread PyThreadState *sleep_ts;
+
+static void gil_sleep_hook(int sleeping)
+{
+	if (sleeping) {
+		if (PyGILState_Check())
+			sleep_ts = PyEval_SaveThread();
+	} else if (sleep_ts) {
+		PyThreadState *ts = sleep_ts;
+
+		sleep_ts = NULL;
+		PyEval_RestoreThread(ts);
+	}
+}
+
 static void atfork_child(void)
 {
 	pk_tid_reset();
@@ -2088,6 +2157,7 @@ static int core_exec(PyObject *m)
 	if (st->freelist_type == NULL || PyModule_AddType(m, st->freelist_type) < 0)
 		return -1;
 	if (!atfork_done) {
+		pk_lock_sleep_hook = gil_sleep_hook;
 		pthread_atfork(NULL, NULL, atfork_child);
 		atfork_done = 1;
 	}

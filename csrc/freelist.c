@@ -15,6 +15,12 @@ uint64_t pk_fl_size(uint32_t nr_cpu_ids)
 	return sizeof(struct pk_freelist) + (uint64_t)nr_cpu_ids * sizeof(struct pk_fl_head);
 }
 
+/* The first byte a node may be at: past the arena's meta pages. */
+static inline uint64_t data_lo(const struct pk_arena *a)
+{
+	return (uint64_t)pk_hdr(a)->meta_pages << PK_PAGE_SHIFT;
+}
+
 static inline int cpu_possible(const struct pk_arena *a, uint32_t cpu)
 {
 	return (pk_hdr(a)->possible[cpu / 8] >> (cpu % 8)) & 1;
@@ -43,7 +49,7 @@ static void recount(struct pk_arena *a, struct pk_freelist *s, struct pk_fl_head
 	uint64_t n = 0, node = h->first, limit = s->nr_elems ? s->nr_elems : a->size / 8;
 
 	while (node && n <= limit) {
-		if (pk_fl_check_node(a->size, s, node)) {
+		if (pk_fl_check_node(data_lo(a), a->size, s, node)) {
 			/* Cannot happen by construction; keep what is valid. */
 			break;
 		}
@@ -122,7 +128,7 @@ static void push_nmi(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, ui
 int pk_fl_push(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t node, int nmi)
 {
 	uint64_t bit, *w;
-	int err = pk_fl_check_node(a->size, s, node);
+	int err = pk_fl_check_node(data_lo(a), a->size, s, node);
 
 	if (err)
 		return err;
@@ -200,7 +206,8 @@ int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
 	if (n == 0)
 		return 0;
 	if (s->elem_size && !(s->elem_size & (s->elem_size - 1)) && s->elem_size >= 8 &&
-	    s->area_base % 8 == 0 && s->area_base + s->nr_elems * s->elem_size <= a->size) {
+	    s->area_base % 8 == 0 && s->area_base >= data_lo(a) &&
+	    s->area_base + s->nr_elems * s->elem_size <= a->size) {
 		/* The common case, hoisted: a power-of-two element size inside the arena. */
 		uint64_t base = s->area_base, span = s->nr_elems * s->elem_size;
 		uint64_t mask = s->elem_size - 1;
@@ -213,7 +220,7 @@ int pk_fl_push_bulk(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu,
 		}
 	} else {
 		for (i = 0; i < n; i++)
-			if (unlikely(pk_fl_check_node(a->size, s, nodes[i])))
+			if (unlikely(pk_fl_check_node(data_lo(a), a->size, s, nodes[i])))
 				return -EINVAL;
 	}
 	if (s->flags & PK_FL_ROBUST) {
@@ -310,8 +317,8 @@ int pk_fl_populate(struct pk_arena *a, struct pk_freelist *s, uint64_t buf, uint
 	uint32_t cpu, nr_possible = 0, idx = 0;
 	uint64_t per, rem, j;
 
-	if (elem_size < 8 || elem_size % 8 || buf == 0 || buf % 8 || nr_elems == 0 ||
-	    nr_elems > (a->size - buf) / elem_size || buf >= a->size)
+	if (elem_size < 8 || elem_size % 8 || buf < data_lo(a) || buf % 8 || nr_elems == 0 ||
+	    buf >= a->size || nr_elems > (a->size - buf) / elem_size)
 		return -EINVAL;
 	if (s->elem_size && (buf < s->area_base || buf + nr_elems * elem_size >
 			     s->area_base + s->nr_elems * s->elem_size || elem_size != s->elem_size ||
@@ -319,6 +326,15 @@ int pk_fl_populate(struct pk_arena *a, struct pk_freelist *s, uint64_t buf, uint
 		return -EINVAL;
 	for (cpu = 0; cpu < s->nr_cpu_ids; cpu++)
 		nr_possible += cpu_possible(a, cpu);
+	if ((s->flags & PK_FL_ROBUST) && s->elem_size && s->bitmap_off) {
+		/* Robust: refuse (and change nothing) if any element is already free. */
+		for (j = 0; j < nr_elems; j++) {
+			uint64_t bit, *w = robust_word(a, s, buf + j * elem_size, &bit);
+
+			if (w && (__atomic_load_n(w, __ATOMIC_ACQUIRE) & bit))
+				return -EEXIST;
+		}
+	}
 	if (!s->elem_size) {
 		s->area_base = buf;
 		s->nr_elems = nr_elems;
@@ -389,7 +405,7 @@ int pk_fl_check(struct pk_arena *a, struct pk_freelist *s, uint64_t *total, char
 			continue;
 		}
 		for (node = h->first; node; node = READ_ONCE64(node_next(a, node))) {
-			if (pk_fl_check_node(a->size, s, node))
+			if (pk_fl_check_node(data_lo(a), a->size, s, node))
 				FAIL("%s %u: node %llu outside the element area or misaligned", what, i,
 				     (unsigned long long)node);
 			if (++n > limit)

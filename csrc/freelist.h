@@ -65,10 +65,15 @@ struct pk_freelist {
 struct pk_arena;
 
 uint64_t pk_fl_size(uint32_t nr_cpu_ids);
-/* 0, or -EINVAL for a node outside the arena, the element area, or misaligned. */
-static inline int pk_fl_check_node(uint64_t arena_size, const struct pk_freelist *s, uint64_t node)
+/*
+ * 0, or -EINVAL for a node outside the data pages of the arena (never the
+ * header, registry, RCU block or page map: [arena_lo, arena_size)), outside
+ * the element area once there is one, or misaligned.
+ */
+static inline int pk_fl_check_node(uint64_t arena_lo, uint64_t arena_size, const struct pk_freelist *s,
+				   uint64_t node)
 {
-	if (node == 0 || node % 8 || node >= arena_size || arena_size - node < 8)
+	if (node < arena_lo || node % 8 || node >= arena_size || arena_size - node < 8)
 		return -EINVAL;
 	if (s->elem_size) {
 		uint64_t rel = node - s->area_base, es = s->elem_size;
@@ -81,6 +86,7 @@ static inline int pk_fl_check_node(uint64_t arena_size, const struct pk_freelist
 	}
 	return 0;
 }
+
 /*
  * Push/pop on behalf of @cpu (a possible CPU of the arena).
  * Return: push 0 / -EINVAL (bad node) / -EEXIST (robust: already free);

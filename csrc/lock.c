@@ -22,6 +22,7 @@
 #define PK_LOCK_PROBE_NS	10000000	/* probe the owner after 10 ms stuck */
 
 __thread pid_t pk_cached_tid __attribute__((tls_model("initial-exec")));
+void (*pk_lock_sleep_hook)(int sleeping);
 
 pid_t pk_gettid_slow(void)
 {
@@ -85,7 +86,18 @@ static void futex_wake(uint32_t *uaddr, int n)
 	syscall(SYS_futex, uaddr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+static int lock_acquire_slow(struct pk_lock *l, int64_t budget_ns, int *hooked);
+
 int pk_lock_acquire(struct pk_lock *l, int64_t budget_ns)
+{
+	int hooked = 0, r = lock_acquire_slow(l, budget_ns, &hooked);
+
+	if (hooked)
+		pk_lock_sleep_hook(0);
+	return r;
+}
+
+static int lock_acquire_slow(struct pk_lock *l, int64_t budget_ns, int *hooked)
 {
 	uint32_t tid = (uint32_t)pk_gettid();
 	uint32_t v, want;
@@ -127,6 +139,10 @@ int pk_lock_acquire(struct pk_lock *l, int64_t budget_ns)
 				continue;
 			}
 			v |= PK_LOCK_WAITERS;
+		}
+		if (!*hooked && pk_lock_sleep_hook) {
+			pk_lock_sleep_hook(1);
+			*hooked = 1;
 		}
 		futex_wait(&l->word, v, PK_LOCK_SLEEP_NS);
 		slept = 1;

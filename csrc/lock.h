@@ -51,6 +51,14 @@ struct pk_lock {
 /* initial-exec: one %fs-relative load instead of a __tls_get_addr call. */
 extern __thread pid_t pk_cached_tid __attribute__((tls_model("initial-exec")));
 
+/*
+ * Called with 1 before a waiter first sleeps on the futex and with 0 when it
+ * returns, on the same thread.  The binding uses it to release the GIL while
+ * an internal lock (kmalloc, freelist heads, RCU slots) is waited for, so a
+ * stopped or descheduled holder in another process never freezes this one.
+ */
+extern void (*pk_lock_sleep_hook)(int sleeping);
+
 pid_t pk_gettid_slow(void);
 void pk_tid_reset(void);	/* after fork, in the child */
 int pk_task_alive(pid_t tid);

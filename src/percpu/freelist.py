@@ -108,8 +108,13 @@ class PcpuFreelist(_core.Freelist):
         return cls(dom, e.offset, name)
 
     def destroy(self) -> None:
-        """Free the heads (``pcpu_freelist_destroy()``); the elements stay the caller's."""
+        """Free the heads (``pcpu_freelist_destroy()``); the elements stay the caller's.
+
+        Every handle of this freelist, in every process, refuses to be used
+        afterwards (``ValueError``), instead of writing into freed memory.
+        """
         info = super().info()
+        self.invalidate()
         if self.name is not None:
             self.domain.unregister(self.name)
         if info["bitmap_off"]:

@@ -294,3 +294,36 @@ def test_pop_bulk_refuses_a_buffer_of_the_wrong_type(dom4):
     with pytest.raises(errors.InvalidArgument):
         s.pop_bulk(bytearray(32))
     assert s.check() == 4
+
+
+def test_robust_populate_twice_is_refused(dom4):
+    s, buf = _populated(dom4, 10, robust=True)
+    with pytest.raises(errors.InvalidArgument) as ei:
+        s.populate(buf, 64, 10)  # the same elements again: they are already free
+    assert "already free" in str(ei.value)
+    assert s.check() == 10 and len(s) == 10
+
+
+def test_nodes_in_the_meta_pages_are_refused(dom4):
+    s = PcpuFreelist.create()
+    for node in (8, 64, 4096):  # the header, the registry
+        with pytest.raises(errors.InvalidArgument):
+            s.push(node)
+    with pytest.raises(errors.InvalidArgument):
+        s.populate(8, 8, 2)
+    assert s.check() == 0
+    other = percpu.Domain.attach(dom4.name)  # the header is intact
+    other.close()
+
+
+def test_destroyed_freelist_refuses_every_handle(dom4):
+    s, buf = _populated(dom4, 4)
+    s2 = PcpuFreelist(dom4, s.offset)
+    s.destroy()
+    for fl in (s, s2):
+        with pytest.raises(ValueError, match="destroyed"):
+            fl.pop()
+        with pytest.raises(ValueError, match="destroyed"):
+            fl.push(buf)
+    with pytest.raises(ValueError):
+        s.destroy()
