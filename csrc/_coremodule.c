@@ -2072,6 +2072,47 @@ static PyType_Spec freelist_spec = {
 	.slots = freelist_slots,
 };
 
+/* ---- the facade's kmalloc: on the current domain, one C call --------------- */
+
+static PyObject *core_kmalloc(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	ArenaObject *a;
+
+	if (nargs != 1) {
+		PyErr_SetString(PyExc_TypeError, "kmalloc(size)");
+		return NULL;
+	}
+	if (current_arena(&a) < 0)
+		return NULL;
+	return arena_kmalloc(a, args, 1);
+}
+
+static PyObject *core_kzalloc(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	ArenaObject *a;
+
+	if (nargs != 1) {
+		PyErr_SetString(PyExc_TypeError, "kzalloc(size)");
+		return NULL;
+	}
+	if (current_arena(&a) < 0)
+		return NULL;
+	return arena_kzalloc(a, args[0]);
+}
+
+static PyObject *core_kfree(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+	ArenaObject *a;
+
+	if (nargs != 1) {
+		PyErr_SetString(PyExc_TypeError, "kfree(ptr)");
+		return NULL;
+	}
+	if (current_arena(&a) < 0)
+		return NULL;
+	return arena_kfree(a, args[0]);
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 static PyMethodDef core_methods[] = {
@@ -2109,6 +2150,12 @@ static PyMethodDef core_methods[] = {
 	{ "nmi_exit", core_nmi_exit, METH_NOARGS, "Leave NMI context." },
 	{ "in_nmi", core_in_nmi, METH_NOARGS, "True in NMI context." },
 	{ "freelist_size", core_freelist_size, METH_O, "Bytes of a freelist for nr_cpu_ids CPUs." },
+	{ "kmalloc", (PyCFunction)(void (*)(void))core_kmalloc, METH_FASTCALL,
+	  "kmalloc(size) -> offset | None, in the current domain." },
+	{ "kzalloc", (PyCFunction)(void (*)(void))core_kzalloc, METH_FASTCALL,
+	  "kzalloc(size) -> offset | None, in the current domain." },
+	{ "kfree", (PyCFunction)(void (*)(void))core_kfree, METH_FASTCALL,
+	  "kfree(ptr): free an allocation of the current domain; kfree(0) does nothing." },
 	{ "task_alive", core_task_alive, METH_O,
 	  "True if the TID names a live, non-zombie task (the lock's owner probe)." },
 	{ NULL }

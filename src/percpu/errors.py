@@ -31,6 +31,7 @@ __all__ = [
     "TimedOut",
     "Corrupted",
     "ProtocolError",
+    "errno_name",
     "from_errno",
 ]
 
@@ -45,8 +46,7 @@ class PercpuError(OSError):
         super().__init__(code, message or os.strerror(code))
 
     def __str__(self) -> str:
-        name = _errno.errorcode.get(self.errno or 0, "E?")
-        return f"[{name}] {self.strerror}"
+        return f"[{errno_name(self.errno or 0)}] {self.strerror}"
 
 
 class InvalidArgument(PercpuError, ValueError):
@@ -159,6 +159,16 @@ _BY_ERRNO: dict[int, type[PercpuError]] = {
         ProtocolError,
     )
 }
+
+
+# Linux aliases one number to two names; the kernel's own spelling wins.
+_CANONICAL = {_errno.EDEADLK: "EDEADLK", _errno.EAGAIN: "EAGAIN", _errno.ENOTSUP: "EOPNOTSUPP"}
+
+
+def errno_name(code: int) -> str:
+    """The symbolic name of an errno value as the kernel spells it (35 -> ``EDEADLK``)."""
+    code = abs(code)
+    return _CANONICAL.get(code) or _errno.errorcode.get(code, str(code))
 
 
 def from_errno(code: int, message: str = "") -> PercpuError:

@@ -138,6 +138,11 @@ class PcpuFreelist(_core.Freelist):
         for v in (buf, elem_size, nr_elems):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise InvalidArgument(f"populate({buf!r}, {elem_size!r}, {nr_elems!r}): positive ints")
+        if elem_size % 8 or buf + elem_size * nr_elems > self.domain.size:
+            raise InvalidArgument(
+                f"pcpu_freelist_populate: {nr_elems} elements of {elem_size} bytes at {buf} do not fit "
+                f"the arena of {self.domain.size} bytes, or elem_size is not a multiple of 8"
+            )
         info = super().info()
         if info["robust"] and not info["elem_size"]:
             bitmap = self.domain.kzalloc(max(8, (nr_elems + 63) // 64 * 8))

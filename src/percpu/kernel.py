@@ -100,19 +100,12 @@ def cpu_online_mask() -> tuple[int, ...]:
     return current_domain().online
 
 
-def kmalloc(size: int) -> int | None:
-    """Allocate ``size`` bytes of the current domain; the offset, or None (NULL)."""
-    return current_domain().kmalloc(size)
-
-
-def kzalloc(size: int) -> int | None:
-    """Allocate ``size`` zeroed bytes; the offset, or None (NULL)."""
-    return current_domain().kzalloc(size)
-
-
-def kfree(ptr: int) -> None:
-    """Free an allocation; ``kfree(0)`` does nothing; a bad pointer raises EINVAL."""
-    current_domain().kfree(ptr)
+#: kmalloc(size) -> offset | None: allocate in the current domain (the C entry point itself).
+kmalloc = _core.kmalloc
+#: kzalloc(size) -> offset | None: zeroed.
+kzalloc = _core.kzalloc
+#: kfree(ptr): kfree(0) does nothing; a pointer that is not a live allocation raises EINVAL.
+kfree = _core.kfree
 
 
 def ksize(ptr: int) -> int:

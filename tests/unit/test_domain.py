@@ -310,3 +310,18 @@ def test_default_domain_created_on_first_use():
 def test_repr_reads_like_a_status_line(dom):
     r = repr(dom)
     assert dom.name in r and "cpus=0-3" in r and "simulated" in r
+
+
+def test_lock_at_refuses_meta_pages_and_misalignment(dom):
+    for bad in (0, 8, 4096, 3, dom.size, -8, "8"):
+        with pytest.raises(errors.InvalidArgument):
+            dom.lock_at(bad)
+    off = dom.kzalloc(8)
+    assert not dom.lock_at(off).locked
+
+
+def test_with_a_closed_domain_is_refused(dom):
+    dom.close()
+    with pytest.raises(ValueError):
+        with dom:
+            pass

@@ -109,3 +109,10 @@ def test_stop_escalates_for_a_worker_that_ignores_it(dom):
     code = kt.stop(timeout=0.3)
     assert code == -signal.SIGKILL
     assert time.monotonic() - t0 < 10
+
+
+def test_spawn_needs_a_picklable_function(dom):
+    before = sum(c["inuse"] for c in dom.stats()["kmalloc"])
+    with pytest.raises(TypeError, match="picklable"):
+        kthread_run_on_cpu(lambda: 0, 0, "lambda/%u", method="spawn")
+    assert sum(c["inuse"] for c in dom.stats()["kmalloc"]) == before  # nothing leaked

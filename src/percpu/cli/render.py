@@ -15,7 +15,6 @@ script should not pay for it.
 
 from __future__ import annotations
 
-import errno as errno_mod
 import json
 import os
 import sys
@@ -109,7 +108,9 @@ def _errno_name(errno: int | str) -> str:
     """Return the symbolic name of an errno value (``2`` → ``ENOENT``)."""
     if isinstance(errno, str):
         return errno
-    return errno_mod.errorcode.get(errno, str(errno))
+    from percpu.errors import errno_name
+
+    return errno_name(errno)
 
 
 def table(

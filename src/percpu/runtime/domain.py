@@ -316,6 +316,8 @@ class Domain:
         self._unlinked = True
 
     def __enter__(self) -> Domain:
+        if self.closed:
+            raise ValueError(f"domain {self._name!r} is closed")
         _push(self)
         return self
 
@@ -461,7 +463,16 @@ class Domain:
         self._arena.free_pages(ptr)
 
     def lock_at(self, offset: int) -> _core.Lock:
-        """A handle on the process-shared lock at ``offset`` (8 zeroed bytes = unlocked)."""
+        """A handle on the process-shared lock at ``offset`` (8 zeroed bytes = unlocked).
+
+        Errors: :class:`InvalidArgument` for an offset that is not 8-aligned,
+        lies in the meta pages (header, registry, RCU block, page map), or is
+        outside the arena.
+        """
+        hdr = self._arena.header()
+        if (not isinstance(offset, int) or isinstance(offset, bool) or offset % 8
+                or offset < hdr["meta_pages"] * PAGE_SIZE or offset + 8 > self.size):
+            raise InvalidArgument(f"no lock can live at offset {offset!r} (8-aligned, in the data pages)")
         return _core.Lock(self._arena, offset)
 
     def populated_pages(self) -> int:

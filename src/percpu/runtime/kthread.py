@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import sys
 import threading
 import time
@@ -142,6 +143,14 @@ class Kthread:
         self.method = method or _start_method
         if self.method not in START_METHODS:
             raise InvalidArgument(f"start method must be one of {START_METHODS}, not {self.method!r}")
+        if self.method != "fork":
+            try:
+                pickle.dumps((fn, tuple(args)))
+            except Exception as e:  # noqa: BLE001 - any pickling failure means the same thing
+                raise TypeError(
+                    f"kthread {name!r}: with the {self.method!r} start method the function and its "
+                    f"arguments must be picklable (a module-level function), or use method='fork': {e}"
+                ) from None
         self.restart = restart
         self.max_restarts = max_restarts
         self.on_death = on_death
