@@ -299,3 +299,46 @@ def run_pinned(
     if errors:
         raise RuntimeError("; ".join(errors))
     return results
+
+
+def print_targets(doc: dict[str, Any]) -> None:
+    """Print one ``target NAME: VALUE (target T): PASS|MISS`` line per target, then the run time."""
+    for t in doc["targets"]:
+        if "value" in t:
+            unit = " ns" if "ns" in t["target"] else "x"
+            shown = f"{t['value']:.2f}{unit}"
+        else:
+            shown = f"{t['ratio']:.2f}x"
+        print(f"target {t['name']}: {shown} (target {t['target']}): {'PASS' if t['pass'] else 'MISS'}")
+    print(f"({doc['seconds']:.1f} s)")
+
+
+def bench_main(
+    argv: list[str] | None,
+    name: str,
+    description: str,
+    run: Callable[..., dict[str, Any]],
+    print_text: Callable[[dict[str, Any]], None],
+    failures: Callable[[dict[str, Any]], list[str]],
+) -> int:
+    """The command line every benchmark module shares: ``--json``, ``--quick``, exit 1 on a failed check.
+
+    ``failures(doc)`` lists the correctness checks that failed (lost nodes, a
+    wrong counter, a leak); they go to stderr and make the exit code 1.
+    Missed speed targets never do: speed is reported, not asserted.
+    """
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the tables")
+    ap.add_argument("--quick", action="store_true", help="few short rounds (CI smoke)")
+    args = ap.parse_args(argv)
+    doc = run(quick=args.quick)
+    if args.json:
+        dump_json(doc)
+    else:
+        print_text(doc)
+    errors = failures(doc)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0

@@ -63,7 +63,6 @@ a node-count check fails.
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import multiprocessing
 import os
@@ -79,11 +78,12 @@ from benchmarks._harness import (
     Case,
     Row,
     Suite,
-    dump_json,
+    bench_main,
     machine_info,
     median,
     pinned,
     print_table,
+    print_targets,
     run_pinned,
 )
 from percpu import _core
@@ -638,32 +638,22 @@ def _print_text(doc: dict[str, Any]) -> None:
         print(f"  own-CPU scaling / noop-loop scaling, per round: {c['own_scaling_over_floor']:.2f}")
         print(f"  node counts after every run: {'OK' if c['nodes_ok'] else 'WRONG'}")
     print()
-    for t in doc["targets"]:
-        unit = " ns" if "ns" in t["target"] else "x"
-        print(f"target {t['name']}: {t['value']:.2f}{unit} (target {t['target']}): "
-              f"{'PASS' if t['pass'] else 'MISS'}")
-    print(f"({doc['seconds']:.1f} s)")
+    print_targets(doc)
+
+
+def _failures(doc: dict[str, Any]) -> list[str]:
+    if doc["nodes_ok"]:
+        return []
+    s, c = doc["single"], doc["multi"]
+    msgs = list(c.get("errors", []))
+    if not s["nodes_ok"]:
+        msgs.append(f"single process: check() = {s['check']} (expected {s['expected']}), "
+                    f"peer stack {'ok' if s['peer_ok'] else 'WRONG'}")
+    return ["nodes lost: " + "; ".join(msgs)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.freelist", description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
-    ap.add_argument("--quick", action="store_true", help="few short rounds (CI smoke)")
-    args = ap.parse_args(argv)
-    doc = run(quick=args.quick)
-    if args.json:
-        dump_json(doc)
-    else:
-        _print_text(doc)
-    if not doc["nodes_ok"]:
-        s, c = doc["single"], doc["multi"]
-        msgs = list(c.get("errors", []))
-        if not s["nodes_ok"]:
-            msgs.append(f"single process: check() = {s['check']} (expected {s['expected']}), "
-                        f"peer stack {'ok' if s['peer_ok'] else 'WRONG'}")
-        print("error: nodes lost: " + "; ".join(msgs), file=sys.stderr)
-        return 1
-    return 0
+    return bench_main(argv, "freelist", __doc__.split("\n")[0], run, _print_text, _failures)
 
 
 if __name__ == "__main__":

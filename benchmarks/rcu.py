@@ -37,7 +37,6 @@ value, nothing pending) or a reader saw a freed object.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import multiprocessing
 import os
@@ -54,11 +53,12 @@ from benchmarks._harness import (
     Case,
     Row,
     Suite,
-    dump_json,
+    bench_main,
     machine_info,
     median,
     pinned,
     print_table,
+    print_targets,
     run_pinned,
 )
 from percpu import _core
@@ -603,29 +603,18 @@ def _print_text(doc: dict[str, Any]) -> None:
     print("  (GPs/s = gp_done delta / s; a cookie names the next grace period without starting it, "
           "so updates taken before it starts share one)")
     print()
-    for t in doc["targets"]:
-        print(f"target {t['name']}: {t['ratio']:.2f}x (target {t['target']}): "
-              f"{'PASS' if t['pass'] else 'MISS'}")
-    print(f"({doc['seconds']:.1f} s)")
+    print_targets(doc)
+
+
+def _failures(doc: dict[str, Any]) -> list[str]:
+    if doc["leak_check_ok"]:
+        return []
+    return [f"{g['variant']} with {g['readers']} readers: " + "; ".join(g["errors"])
+            for g in doc["grace_periods"] if g["errors"]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.rcu", description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the tables")
-    ap.add_argument("--quick", action="store_true", help="few short rounds (CI smoke)")
-    args = ap.parse_args(argv)
-    doc = run(quick=args.quick)
-    if args.json:
-        dump_json(doc)
-    else:
-        _print_text(doc)
-    if not doc["leak_check_ok"]:
-        for g in doc["grace_periods"]:
-            if g["errors"]:
-                print(f"error: {g['variant']} with {g['readers']} readers: " + "; ".join(g["errors"]),
-                      file=sys.stderr)
-        return 1
-    return 0
+    return bench_main(argv, "rcu", __doc__.split("\n")[0], run, _print_text, _failures)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ the contended run's counter is not exactly 2N (the lock failed to exclude).
 
 from __future__ import annotations
 
-import argparse
 import mmap
 import multiprocessing
 import os
@@ -45,11 +44,12 @@ from benchmarks._harness import (
     Case,
     Row,
     Suite,
-    dump_json,
+    bench_main,
     machine_info,
     median,
     pinned,
     print_table,
+    print_targets,
     run_pinned,
 )
 from percpu import _core
@@ -347,36 +347,25 @@ def _print_text(doc: dict[str, Any], rows: list[Row]) -> None:
     print(f"lk(); ul() (bound methods in locals: two generic builtin calls) / noop: "
           f"{r['lock_over_noop']:.2f}x; with lock / noop: {r['with_lock_over_noop']:.2f}x; "
           f"SharedMemory / kernel.kmalloc(64): {r['shm_over_kernel_kmalloc64']:,.0f}x")
-    for t in doc["targets"]:
-        print(f"target {t['name']}: {t['ratio']:.2f}x (target {t['target']}): "
-              f"{'PASS' if t['pass'] else 'MISS'}")
-    print(f"({doc['seconds']:.1f} s)")
+    print_targets(doc)
+
+
+def _text(doc: dict[str, Any]) -> None:
+    _print_text(doc, [Row(c["case"], c["ns_per_op"], c["peer"], c["peer_ns_per_op"], c["ratio"])
+                      for c in doc["cases"]])
+
+
+def _failures(doc: dict[str, Any]) -> list[str]:
+    c = doc["contended"]
+    if c.get("counter_ok") is not False:
+        return []
+    wrong = ", ".join(f"{r['counter']} != {r['expected']}" for r in c["percpu_rounds"] + c["peer_rounds"]
+                      if r["counter"] != r["expected"])
+    return [f"the contended counter is wrong: {wrong} (lock recoveries {c['lock_recoveries']})"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
-    ap.add_argument("--quick", action="store_true", help="few short rounds (CI smoke)")
-    args = ap.parse_args(argv)
-    doc = run(quick=args.quick)
-    if args.json:
-        dump_json(doc)
-    else:
-        rows = [Row(c["case"], c["ns_per_op"], c["peer"], c["peer_ns_per_op"], c["ratio"])
-                for c in doc["cases"]]
-        _print_text(doc, rows)
-    if doc["contended"].get("counter_ok") is False:
-        c = doc["contended"]
-        print(
-            "error: the contended counter is wrong: "
-            + ", ".join(f"{r['counter']} != {r['expected']}"
-                        for r in c["percpu_rounds"] + c["peer_rounds"]
-                        if r["counter"] != r["expected"])
-            + f" (lock recoveries {c['lock_recoveries']})",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return bench_main(argv, "runtime", __doc__.split("\n")[0], run, _text, _failures)
 
 
 if __name__ == "__main__":
