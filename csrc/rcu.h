@@ -106,8 +106,13 @@ static inline void pk_rcu_read_lock(struct pk_rcu_state *r, struct pk_rcu_slot *
 	if (n == 0) {
 		uint64_t g = __atomic_load_n(&r->gp_seq[f], __ATOMIC_RELAXED);
 
+#if defined(__x86_64__) || defined(__i386__)
+		/* R1 (pairs with B): a locked xchg is a full barrier on x86 and cheaper than mfence. */
+		(void)__atomic_exchange_n(&s->seq[f], g, __ATOMIC_SEQ_CST);
+#else
 		__atomic_store_n(&s->seq[f], g, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);	/* R1: pairs with B */
+#endif
 	}
 	s->nest[f] = n + 1;
 }
