@@ -61,7 +61,11 @@ static void recount(struct pk_arena *a, struct pk_freelist *s, struct pk_fl_head
 
 static inline int head_lock(struct pk_arena *a, struct pk_freelist *s, struct pk_fl_head *h)
 {
-	int r = pk_lock_acquire(&h->lock, -1);
+	int r;
+
+	if (likely(pk_lock_trylock(&h->lock) == PK_LOCK_OK))	/* inline fast path */
+		return PK_LOCK_OK;
+	r = pk_lock_acquire(&h->lock, -1);
 
 	if (unlikely(r == PK_LOCK_RECOVERED))
 		recount(a, s, h);
