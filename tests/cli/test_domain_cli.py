@@ -133,3 +133,8 @@ def test_json_flags_are_accepted_after_the_command(dom):
     assert code == 0 and out.startswith("{\n") and json.loads(out)["name"] == dom.name
     code, out = run("topology", "-j")
     assert code == 0 and "cpus" in json.loads(out)
+
+
+def test_show_without_a_name_lists_all(dom):
+    code, out = run("-j", "domain", "show")
+    assert code == 0 and dom.name in {r["name"] for r in json.loads(out)}

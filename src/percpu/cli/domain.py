@@ -3,7 +3,7 @@
 Commands (bpftool grammar, ``percpu [-j|-p] domain COMMAND``)::
 
     percpu domain ls                   every domain of this user in /dev/shm
-    percpu domain show NAME            header, memory, kmalloc classes, objects
+    percpu domain show [NAME]          header, memory, kmalloc classes, objects (all: ls)
     percpu domain check NAME           verify pages, descriptors, size classes
     percpu domain rm NAME... | --stale remove by name, or every stale domain
     percpu domain tour                 a short guided run of a live domain
@@ -80,13 +80,16 @@ def ls(ctx: click.Context) -> None:
 
 
 @domain.command("show")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.pass_context
-def show(ctx: click.Context, name: str) -> None:
-    """Show one domain: header, memory, kmalloc classes and named objects."""
+def show(ctx: click.Context, name: str | None) -> None:
+    """Show one domain: header, memory, kmalloc classes and named objects (all: see ls)."""
     from percpu.runtime.domain import Domain, owner_alive
     from percpu.runtime.topology import format_cpulist
 
+    if name is None:  # bpftool: `map show` without an id lists them all
+        ctx.invoke(ls)
+        return
     opts = _opts(ctx)
     try:
         dom = Domain.attach(name)
