@@ -7,7 +7,8 @@ Fixtures:
                 creates a domain that is closed and unlinked after the test
 
 Hypothesis profiles: "ci" (50 examples) when the CI environment variable is
-set, else "dev" (100 examples); neither has a deadline (shared-memory set-up
+set, else "dev" (100 examples), or the one PERCPU_HYPOTHESIS_PROFILE names
+("long": 1000 examples, for a soak run); none has a deadline (shared-memory set-up
 times vary with the machine).
 
 ``tests/`` is on ``sys.path`` (pytest's rootdir conftest), so test modules
@@ -26,7 +27,8 @@ import percpu
 
 settings.register_profile("ci", max_examples=50, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+settings.register_profile("long", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("PERCPU_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 def _domain(nr_cpus: int, size: int = 32 << 20) -> Iterator[percpu.Domain]:
