@@ -185,7 +185,7 @@ static int arena_init(ArenaObject *self, PyObject *args, PyObject *kw)
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "iK:Arena", kwlist, &fd, &size))
 		return -1;
-	if (self->a.base != NULL) {
+	if (self->id != 0) {	/* once: Lock/Freelist handles point into the first mapping */
 		PyErr_SetString(PyExc_TypeError, "Arena already initialised");
 		return -1;
 	}
@@ -291,6 +291,7 @@ static void arena_releasebuffer(ArenaObject *self, Py_buffer *view)
 }
 
 static ArenaObject *rcu_cur;
+static uint64_t rcu_cur_id;
 
 /*
  * Run a C call that may sleep on an internal lock (and then release the GIL,
@@ -310,6 +311,7 @@ static PyObject *arena_close(ArenaObject *self, PyObject *unused)
 	self->closed = 1;
 	if (rcu_cur == self) {
 		rcu_cur = NULL;	/* the module's reference is dropped below */
+		rcu_cur_id = 0;	/* and no thread's cached reader slot matches any more */
 		Py_DECREF(self);
 	}
 	arena_maybe_unmap(self);
@@ -713,9 +715,20 @@ static PyObject *arena_llist_del_first(ArenaObject *self, PyObject *arg)
 {
 	uint64_t head;
 
+	uint64_t first, next;
+
 	if (!get_u64(arg, &head) || !arena_range(self, head, 8, 8))
 		return NULL;
-	return PyLong_FromUnsignedLongLong(__pk_llist_del_first(self->a.base, head));
+	/* __llist_del_first with every node offset checked before it is followed. */
+	first = READ_ONCE64(self->a.base + head);
+	do {
+		if (!first)
+			return PyLong_FromLong(0);
+		if (first % 8 || first >= self->a.size || self->a.size - first < 8)
+			return raise_errno(EUCLEAN, "llist_del_first: the list holds an offset outside the arena");
+		next = READ_ONCE64(self->a.base + first);
+	} while (!atomic_compare_exchange_weak(PK_A64(self->a.base + head), &first, next));
+	return PyLong_FromUnsignedLongLong(first);
 }
 
 static PyObject *arena_llist_nodes(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -765,8 +778,10 @@ static PyObject *arena_percpu_add(ArenaObject *self, PyObject *const *args, Py_s
 	d = PyLong_AsLongLong(args[2]);
 	if (d == -1 && PyErr_Occurred())
 		return NULL;
-	if (cpu >= PK_MAX_CPUS || !arena_range(self, off + cpu * PK_CACHELINE, 8, PK_CACHELINE))
-		return PyErr_Occurred() ? NULL : raise_errno(EINVAL, "percpu_add: bad cpu");
+	if (cpu >= PK_MAX_CPUS || off >= self->a.size || cpu * PK_CACHELINE >= self->a.size - off)
+		return raise_errno(EINVAL, "percpu_add: bad cpu or offset");
+	if (!arena_range(self, off + cpu * PK_CACHELINE, 8, PK_CACHELINE))
+		return NULL;
 	/*
 	 * Relaxed: a counter, not a publication; the slot is the CPU's own, but a
 	 * stale CPU id after migration makes two processes share it, hence atomic.
@@ -884,9 +899,13 @@ static int lock_init(LockObject *self, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!K:Lock", kwlist, st->arena_type, &arena,
 					 &off))
 		return -1;
+	if (self->arena != NULL) {	/* a waiter may be using the current one */
+		PyErr_SetString(PyExc_TypeError, "Lock already initialised");
+		return -1;
+	}
 	if (!arena_range((ArenaObject *)arena, off, sizeof(struct pk_lock), 8))
 		return -1;
-	Py_XSETREF(self->arena, (ArenaObject *)Py_NewRef(arena));
+	self->arena = (ArenaObject *)Py_NewRef(arena);
 	self->off = off;
 	self->l = (struct pk_lock *)(self->arena->a.base + off);
 	return 0;
@@ -913,9 +932,8 @@ static inline int lock_ok(LockObject *self)
  * so that signal handlers (KeyboardInterrupt) run.  Returns PK_LOCK_* or -errno,
  * or -EINTR with an exception set.
  */
-static int lock_wait(LockObject *self, int64_t timeout_ns)
+static int lock_wait_held(LockObject *self, ArenaObject *a, int64_t timeout_ns)
 {
-	ArenaObject *a = self->arena;
 	int64_t waited = 0, slice = 50000000;
 	int r;
 
@@ -928,19 +946,31 @@ static int lock_wait(LockObject *self, int64_t timeout_ns)
 		r = pk_lock_acquire(self->l, budget);
 		Py_END_ALLOW_THREADS
 		a->inflight--;
-		if (r != -ETIMEDOUT)
-			return r;
-		waited += budget;
 		if (a->closed) {
+			/* Never keep a lock this process can no longer release. */
+			if (r >= 0)
+				pk_lock_release(self->l);
 			arena_maybe_unmap(a);
 			PyErr_SetString(PyExc_ValueError, "arena closed while waiting for a lock");
 			return -EINTR;
 		}
+		if (r != -ETIMEDOUT)
+			return r;
+		waited += budget;
 		if (PyErr_CheckSignals() < 0)
 			return -EINTR;
 		if (timeout_ns >= 0 && waited >= timeout_ns)
 			return -ETIMEDOUT;
 	}
+}
+
+static int lock_wait(LockObject *self, int64_t timeout_ns)
+{
+	ArenaObject *a = (ArenaObject *)Py_NewRef(self->arena);	/* alive across the wait */
+	int r = lock_wait_held(self, a, timeout_ns);
+
+	Py_DECREF(a);
+	return r;
 }
 
 static PyObject *lock_lock(LockObject *self, PyObject *unused)
@@ -995,8 +1025,12 @@ static PyObject *lock_acquire(LockObject *self, PyObject *args, PyObject *kw)
 		return NULL;
 	if (!blocking && timeout != -1)
 		return raise_errno(EINVAL, "can't specify a timeout for a non-blocking call");
-	if (timeout < 0 && timeout != -1)
+	if (timeout != timeout || (timeout < 0 && timeout != -1))
 		return raise_errno(EINVAL, "timeout value must be a non-negative number");
+	if (timeout > 9.2e9) {	/* beyond int64 nanoseconds, as threading.TIMEOUT_MAX */
+		PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+		return NULL;
+	}
 	r = pk_lock_trylock(self->l);
 	if (r == 0)
 		Py_RETURN_TRUE;
@@ -1249,8 +1283,7 @@ static PyObject *core_in_nmi(PyObject *m, PyObject *u)
  * whenever it changes), and each thread caches its reader slot in TLS, keyed
  * by the arena's id so a stale cache is never used after a domain switch.
  */
-/* rcu_cur (declared above arena_close): strong ref, under the GIL */
-static uint64_t rcu_cur_id;
+/* rcu_cur, rcu_cur_id (declared above arena_close): strong ref, under the GIL */
 static __thread struct {
 	uint64_t id;
 	struct pk_rcu_state *r;
@@ -1320,6 +1353,7 @@ static int rcu_slot_slow(void)
 
 	if (current_arena(&a) < 0)
 		return -1;
+	Py_INCREF(a);	/* registration may sleep on the slot lock with the GIL released */
 	r = arena_rcu(a);
 	tid = (uint32_t)pk_gettid();
 	pid = (int32_t)getpid();
@@ -1340,17 +1374,21 @@ static int rcu_slot_slow(void)
 		if (freed > 0)
 			ARENA_CALL(a, idx = pk_rcu_register(r, tid, pid));
 	}
-	if (a->closed) {
-		PyErr_SetString(PyExc_ValueError, "arena closed while claiming an RCU reader slot");
+	if (a->closed || a != rcu_cur) {
+		Py_DECREF(a);
+		PyErr_SetString(PyExc_RuntimeError,
+				"the current domain was closed or switched while claiming an RCU reader slot");
 		return -1;
 	}
 	if (idx < 0) {
+		Py_DECREF(a);
 		raise_errno(ENOSPC, "no free RCU reader slot in this domain (one per reader thread)");
 		return -1;
 	}
-	rcu_tls.id = rcu_cur->id;
+	rcu_tls.id = a->id;
 	rcu_tls.r = r;
 	rcu_tls.slot = &r->slots[idx];
+	Py_DECREF(a);	/* rcu_cur still holds it; close() resets rcu_cur_id */
 	return 0;
 }
 
@@ -1699,6 +1737,20 @@ static int freelist_init(FreelistObject *self, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!K|pI:Freelist", kwlist, st->arena_type, &arena,
 					 &off, &create, &flags))
 		return -1;
+	if (self->arena != NULL) {
+		PyErr_SetString(PyExc_TypeError, "Freelist already initialised");
+		return -1;
+	}
+	if (!arena_ok((ArenaObject *)arena))
+		return -1;
+	if (pk_arena_validate(&((ArenaObject *)arena)->a) < 0) {
+		raise_errno(EINVAL, "not an initialised percpu arena");
+		return -1;
+	}
+	if (off < ((uint64_t)pk_hdr(&((ArenaObject *)arena)->a)->meta_pages << PK_PAGE_SHIFT)) {
+		raise_errno(EINVAL, "a freelist cannot live in the arena's meta pages");
+		return -1;
+	}
 	nr = pk_hdr(&((ArenaObject *)arena)->a)->nr_cpu_ids;
 	if (!arena_range((ArenaObject *)arena, off, pk_fl_size(nr), PK_CACHELINE))
 		return -1;
@@ -1715,7 +1767,7 @@ static int freelist_init(FreelistObject *self, PyObject *args, PyObject *kw)
 		raise_errno(EINVAL, "no freelist at that offset");
 		return -1;
 	}
-	Py_XSETREF(self->arena, (ArenaObject *)Py_NewRef(arena));
+	self->arena = (ArenaObject *)Py_NewRef(arena);
 	self->off = off;
 	self->s = s;
 	return 0;
@@ -1820,8 +1872,17 @@ static PyObject *freelist_push_bulk(FreelistObject *self, PyObject *arg)
 			PyBuffer_Release(&view);
 			return raise_errno(EINVAL, "push_bulk: a buffer of unsigned 64-bit offsets ('Q')");
 		}
-		nodes = view.buf;
 		n = view.len / 8;
+		/* A private copy: the buffer may be shared memory another process changes
+		 * between the check of the nodes and their linking. */
+		nodes = n <= 64 ? stackbuf : PyMem_Malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+		if (nodes == NULL) {
+			PyBuffer_Release(&view);
+			return PyErr_NoMemory();
+		}
+		memcpy(nodes, view.buf, (size_t)n * 8);
+		PyBuffer_Release(&view);
+		have_view = 0;
 	} else {
 		PyObject *seq = PySequence_Fast(arg, "push_bulk takes a sequence or a 'Q' buffer");
 
@@ -1897,6 +1958,8 @@ static PyObject *freelist_pop_bulk(FreelistObject *self, PyObject *arg)
 		return NULL;
 	if (n < 0)
 		return raise_errno(EINVAL, "pop_bulk: a negative count");
+	if ((uint64_t)n > self->arena->a.size / 8)
+		n = (long long)(self->arena->a.size / 8);	/* there cannot be more nodes than that */
 	out = n <= 64 ? stackbuf : PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
 	if (out == NULL)
 		return PyErr_NoMemory();
@@ -1990,12 +2053,16 @@ static PyObject *freelist_counts(FreelistObject *self, PyObject *unused)
 	for (cpu = 0; d && cpu < s->nr_cpu_ids; cpu++) {
 		if (!((pk_hdr(&self->arena->a)->possible[cpu / 8] >> (cpu % 8)) & 1))
 			continue;
+		PyObject *k = PyLong_FromLong(cpu);
+
 		v = PyLong_FromUnsignedLongLong(READ_ONCE64(&s->heads[cpu].count));
-		if (v == NULL || PyDict_SetItem(d, PyLong_FromLong(cpu), v) < 0) {
+		if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
+			Py_XDECREF(k);
 			Py_XDECREF(v);
 			Py_CLEAR(d);
 			break;
 		}
+		Py_DECREF(k);
 		Py_DECREF(v);
 	}
 	if (d) {
@@ -2082,9 +2149,14 @@ static PyObject *core_kmalloc(PyObject *m, PyObject *const *args, Py_ssize_t nar
 		PyErr_SetString(PyExc_TypeError, "kmalloc(size)");
 		return NULL;
 	}
+	PyObject *res;
+
 	if (current_arena(&a) < 0)
 		return NULL;
-	return arena_kmalloc(a, args, 1);
+	Py_INCREF(a);	/* the call may release the GIL: keep the mapping alive */
+	res = arena_kmalloc(a, args, 1);
+	Py_DECREF(a);
+	return res;
 }
 
 static PyObject *core_kzalloc(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
@@ -2095,9 +2167,14 @@ static PyObject *core_kzalloc(PyObject *m, PyObject *const *args, Py_ssize_t nar
 		PyErr_SetString(PyExc_TypeError, "kzalloc(size)");
 		return NULL;
 	}
+	PyObject *res;
+
 	if (current_arena(&a) < 0)
 		return NULL;
-	return arena_kzalloc(a, args[0]);
+	Py_INCREF(a);	/* the call may release the GIL: keep the mapping alive */
+	res = arena_kzalloc(a, args[0]);
+	Py_DECREF(a);
+	return res;
 }
 
 static PyObject *core_kfree(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
@@ -2108,9 +2185,14 @@ static PyObject *core_kfree(PyObject *m, PyObject *const *args, Py_ssize_t nargs
 		PyErr_SetString(PyExc_TypeError, "kfree(ptr)");
 		return NULL;
 	}
+	PyObject *res;
+
 	if (current_arena(&a) < 0)
 		return NULL;
-	return arena_kfree(a, args[0]);
+	Py_INCREF(a);	/* the call may release the GIL: keep the mapping alive */
+	res = arena_kfree(a, args[0]);
+	Py_DECREF(a);
+	return res;
 }
 
 /* ---- module ------------------------------------------------------------- */

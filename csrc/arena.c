@@ -69,6 +69,11 @@ int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *poss
 		return -EINVAL;
 	if (nr_classes == 0 || nr_classes > PK_MAX_CLASSES)
 		return -EINVAL;
+	for (i = 0; i < nr_cpu_ids && i / 8 < mask_len; i++)
+		if ((possible[i / 8] >> (i % 8)) & 1)
+			break;
+	if (i == nr_cpu_ids || i / 8 >= mask_len)
+		return -EINVAL;	/* no possible CPU: every per-CPU walk would be empty */
 	for (i = 0; i < nr_classes; i++) {
 		if (classes[i] < PK_MIN_OBJ || classes[i] > PK_PAGE_SIZE || classes[i] % 8 ||
 		    (i && classes[i] <= classes[i - 1]))
@@ -138,6 +143,7 @@ int pk_arena_validate(const struct pk_arena *a)
 		return -EPROTO;
 	if (h->size != a->size || (uint64_t)h->nr_pages << PK_PAGE_SHIFT != a->size ||
 	    h->meta_pages >= h->nr_pages || h->nr_classes > PK_MAX_CLASSES ||
+	    h->nr_cpu_ids == 0 || h->nr_cpu_ids > PK_MAX_CPUS ||
 	    h->desc_off + (uint64_t)h->nr_pages * 16 > a->size ||
 	    h->rcu_off < PK_PAGE_SIZE || h->rcu_nslots == 0 ||
 	    h->rcu_off + pk_rcu_block_size(h->rcu_nslots) > (uint64_t)h->meta_pages << PK_PAGE_SHIFT)
@@ -161,7 +167,7 @@ static void rebuild_pages(struct pk_arena *a)
 
 		if (d->type == PK_PG_HEAD) {
 			n = d->next;
-			if (n == 0 || pg + n > h->nr_pages)
+			if (n == 0 || n > h->nr_pages - pg)	/* no 32-bit wrap */
 				n = 1;
 			for (j = 0; j < n; j++)
 				set_bit(bm, pg + j);
@@ -590,7 +596,7 @@ int pk_arena_check(struct pk_arena *a, char *msg, size_t msglen)
 				FAIL("free page %u marked in the bitmap", pg);
 			break;
 		case PK_PG_HEAD:
-			if (d->next == 0 || pg + d->next > h->nr_pages)
+			if (d->next == 0 || d->next > h->nr_pages - pg)
 				FAIL("page %u: block of %u pages out of range", pg, d->next);
 			for (j = 0; j < d->next; j++) {
 				if (!test_bit(bm, pg + j))

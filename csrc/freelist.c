@@ -342,7 +342,8 @@ int pk_fl_populate(struct pk_arena *a, struct pk_freelist *s, uint64_t buf, uint
 	if (!s->elem_size) {
 		s->area_base = buf;
 		s->nr_elems = nr_elems;
-		s->elem_size = elem_size;	/* last: pk_fl_check_node reads it first */
+		/* Last, with release: pk_fl_check_node reads it before the others. */
+		__atomic_store_n(&s->elem_size, elem_size, __ATOMIC_RELEASE);
 	}
 	per = nr_elems / nr_possible;
 	rem = nr_elems % nr_possible;

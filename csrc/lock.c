@@ -48,6 +48,20 @@ static int64_t now_ns(void)
  * A SIGKILLed process stays a zombie until its parent reaps it, and the parent
  * may be the very process waiting for the lock, so a zombie counts as dead.
  */
+/* Can this process read other tasks' /proc/<tid>/stat at all (mounted, no hidepid)? */
+static int proc_usable(void)
+{
+	static int usable = -1;
+
+	if (usable < 0) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)getppid());
+		usable = access("/proc/self/stat", R_OK) == 0 && access(path, R_OK) == 0;
+	}
+	return usable;
+}
+
 int pk_task_alive(pid_t tid)
 {
 	char path[64], buf[512];
@@ -59,6 +73,8 @@ int pk_task_alive(pid_t tid)
 		return 0;
 	if (kill(tid, 0) < 0 && errno == ESRCH)
 		return 0;
+	if (!proc_usable())
+		return 1;	/* cannot tell a zombie from a live task: never steal from the living */
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
