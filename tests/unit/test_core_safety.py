@@ -145,7 +145,7 @@ def test_freelist_counts_do_not_leak(make_domain):
     import gc
     import tracemalloc
 
-    dom = make_domain(size=4 << 20, nr_cpus=256)
+    make_domain(size=4 << 20, nr_cpus=256)
     s = PcpuFreelist.create()
     s.per_cpu()
     gc.collect()
