@@ -103,9 +103,49 @@ static inline uint32_t next_cpu(const struct pk_arena *a, const struct pk_freeli
 	return cpu;
 }
 
-/* ___pcpu_freelist_push_nmi: trylock around the CPUs, then the extra list; never fail. */
+/*
+ * ___pcpu_freelist_push_nmi: trylock around the CPUs, then the extra list; never
+ * fail.  User space adds one thing the kernel does not need: if every list
+ * stays locked for many rounds, an owner may be dead (not merely busy), and only
+ * a waiting acquire can take a dead owner's lock over.  So after PUSH_NMI_ROUNDS
+ * rounds, each list is tried with a short waiting acquire, which recovers a dead
+ * owner and returns -EDEADLK at once for a lock the interrupted thread holds.
+ */
+#define PUSH_NMI_ROUNDS	100000
+#define PUSH_NMI_WAIT_NS	20000000
+
+static int push_nmi_waiting(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t node)
+{
+	uint32_t c = cpu;
+	struct pk_fl_head *h;
+	int r;
+
+	do {
+		h = &s->heads[c];
+		r = pk_lock_acquire(&h->lock, PUSH_NMI_WAIT_NS);
+		if (r >= 0) {
+			if (r == PK_LOCK_RECOVERED)
+				recount(a, s, h);
+			__push_node(a, h, node);
+			pk_lock_release(&h->lock);
+			return 1;
+		}
+		c = next_cpu(a, s, c);
+	} while (c != cpu);
+	h = &s->extralist;
+	r = pk_lock_acquire(&h->lock, PUSH_NMI_WAIT_NS);
+	if (r < 0)
+		return 0;
+	if (r == PK_LOCK_RECOVERED)
+		recount(a, s, h);
+	__push_node(a, h, node);
+	pk_lock_release(&h->lock);
+	return 1;
+}
+
 static void push_nmi(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, uint64_t node)
 {
+	uint64_t rounds = 0;
 	uint32_t c;
 
 	for (;;) {
@@ -125,6 +165,8 @@ static void push_nmi(struct pk_arena *a, struct pk_freelist *s, uint32_t cpu, ui
 			pk_lock_release(&s->extralist.lock);
 			return;
 		}
+		if (++rounds % PUSH_NMI_ROUNDS == 0 && push_nmi_waiting(a, s, cpu, node))
+			return;
 		cpu_relax();
 	}
 }
@@ -320,6 +362,7 @@ int pk_fl_populate(struct pk_arena *a, struct pk_freelist *s, uint64_t buf, uint
 {
 	uint32_t cpu, nr_possible = 0, idx = 0;
 	uint64_t per, rem, j;
+	int claimed = 0;
 
 	if (elem_size < 8 || elem_size % 8 || buf < data_lo(a) || buf % 8 || nr_elems == 0 ||
 	    buf >= a->size || nr_elems > (a->size - buf) / elem_size)
@@ -331,13 +374,23 @@ int pk_fl_populate(struct pk_arena *a, struct pk_freelist *s, uint64_t buf, uint
 	for (cpu = 0; cpu < s->nr_cpu_ids; cpu++)
 		nr_possible += cpu_possible(a, cpu);
 	if ((s->flags & PK_FL_ROBUST) && s->elem_size && s->bitmap_off) {
-		/* Robust: refuse (and change nothing) if any element is already free. */
+		/*
+		 * Robust: claim every element's bit atomically (as push does), so a
+		 * concurrent populate or push of the same element cannot slip in; if
+		 * one is already free, give back what was claimed and change nothing.
+		 */
 		for (j = 0; j < nr_elems; j++) {
 			uint64_t bit, *w = robust_word(a, s, buf + j * elem_size, &bit);
 
-			if (w && (__atomic_load_n(w, __ATOMIC_ACQUIRE) & bit))
+			if (w && (__atomic_fetch_or(w, bit, __ATOMIC_ACQ_REL) & bit)) {
+				while (j-- > 0) {
+					w = robust_word(a, s, buf + j * elem_size, &bit);
+					__atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL);
+				}
 				return -EEXIST;
+			}
 		}
+		claimed = 1;
 	}
 	if (!s->elem_size) {
 		s->area_base = buf;
@@ -357,9 +410,9 @@ int pk_fl_populate(struct pk_arena *a, struct pk_freelist *s, uint64_t buf, uint
 		cnt = per + (idx++ < rem ? 1 : 0);
 		head_lock(a, s, h);	/* the kernel takes none ("not visible yet"); ours may be */
 		for (j = 0; j < cnt; j++, buf += elem_size) {
-			uint64_t bit, *w = robust_word(a, s, buf, &bit);
+			uint64_t bit, *w = claimed ? NULL : robust_word(a, s, buf, &bit);
 
-			if (w)
+			if (w)	/* first populate of a robust freelist: the bitmap starts empty */
 				__atomic_fetch_or(w, bit, __ATOMIC_ACQ_REL);
 			__push_node(a, h, buf);
 		}

@@ -11,6 +11,7 @@ import time
 import mp_helpers
 import pytest
 
+import percpu
 from percpu import _core
 from percpu.freelist import PcpuFreelist
 
@@ -74,12 +75,49 @@ def test_head_lock_of_a_killed_holder_is_recovered(make_domain):
     p.start()
     assert os.read(r, 1) == b"L"
     os.kill(p.pid, signal.SIGKILL)
-    import percpu
-
     with percpu.on_cpu(0):
         n = s.pop()  # waits for CPU 0's head, takes it over from the dead holder, recounts
     assert n == buf + 3 * 64
     assert _core.Lock(dom.arena, head0).recoveries == 1
     s.push(n)
     assert s.check() == 8
+    p.join()
+
+
+def _hold_all_heads(offsets: list[int], ready_fd: int) -> None:
+    from percpu import _core
+
+    dom = percpu.current_domain()
+    for off in offsets:
+        _core.Lock(dom.arena, off).lock()
+    os.write(ready_fd, b"L")
+    while True:
+        time.sleep(60)
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(60)
+def test_nmi_push_completes_when_every_list_is_held_by_a_dead_process(make_domain):
+    """The kernel's NMI push never fails; here every lock is held by a SIGKILLed process.
+
+    Trylocks alone would spin forever; after many rounds the push falls back to
+    a short waiting acquire, which takes a dead owner's lock over.
+    """
+    dom = make_domain(size=8 << 20, nr_cpus=2)
+    s = PcpuFreelist.create()
+    buf = dom.kzalloc(64 * 4)
+    s.populate(buf, 64, 4)
+    with percpu.on_cpu(0):
+        n = s.pop()
+    offsets = [s.offset + 64 * (2 + c) for c in range(2)] + [s.offset + 64]  # heads, extra list
+    r, w = os.pipe()
+    p = multiprocessing.get_context("fork").Process(target=_hold_all_heads, args=(offsets, w))
+    p.start()
+    assert os.read(r, 1) == b"L"
+    os.kill(p.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with percpu.on_cpu(0), percpu.nmi():
+        s.push(n)
+    assert time.monotonic() - t0 < 10
+    assert s.check() == 4
     p.join()
