@@ -231,3 +231,43 @@ def freelist_churn_forever(name: str, tag: int, held_off: int) -> None:
             a.store(held_off, n)
             a.store(held_off, 0)
             s.push(n)
+
+
+# ---- lock holders for the crash tests ---------------------------------------------
+
+
+def hold_locks(offsets: list[int], ready_fd: int, stop: bool = False) -> None:
+    """Take the locks at ``offsets`` (any arena lock, internal ones too), say "L", then
+    hang -- or SIGSTOP ourselves with ``stop`` -- until the test kills us."""
+    from percpu import _core
+
+    dom = percpu.current_domain()
+    for off in offsets:
+        _core.Lock(dom.arena, off).lock()
+    os.write(ready_fd, b"L")
+    if stop:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    while True:
+        time.sleep(60)
+
+
+def start_holder(offsets: list[int], stop: bool = False):  # type: ignore[no-untyped-def]
+    """Fork a :func:`hold_locks` process and return it once it holds every lock."""
+    import multiprocessing
+    import select
+
+    r, w = os.pipe()
+    p = multiprocessing.get_context("fork").Process(target=hold_locks, args=(offsets, w, stop))
+    p.start()
+    ready, _, _ = select.select([r], [], [], 10)
+    assert ready and os.read(r, 1) == b"L", "the lock holder did not start"
+    os.close(r)
+    os.close(w)
+    return p
+
+
+def hold_lock_until_killed(lock_off: int) -> None:
+    """Take the lock and hang (a kthread body: no file descriptors, spawn-safe)."""
+    percpu.current_domain().lock_at(lock_off).lock()
+    while True:
+        time.sleep(60)

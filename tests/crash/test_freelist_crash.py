@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import signal
@@ -26,16 +25,18 @@ def test_sigkill_during_push_pop(make_domain):
     s.populate(buf, 64, nelems)
     held_off = dom.kzalloc(8)
     rng = random.Random(int(os.environ.get("PERCPU_SEED", "7")))
-    ctx = multiprocessing.get_context("fork")
+    from percpu.runtime.kthread import kthread_run_on_cpu
+
     kills = int(20 * float(os.environ.get("PERCPU_STRESS_SCALE", "1")))
     lost_total = 0
     for k in range(kills):
         before = s.check()
-        p = ctx.Process(target=mp_helpers.freelist_churn_forever, args=("crash.fl", k, held_off))
-        p.start()
+        # A real pinned worker, alternating between the two CPUs (its pushes go to its own head).
+        kt = kthread_run_on_cpu(mp_helpers.freelist_churn_forever, k % 2, "fl_churn/%u", "crash.fl", k,
+                                held_off, method="fork")
         time.sleep(rng.uniform(0.002, 0.03))
-        os.kill(p.pid, signal.SIGKILL)
-        p.join()
+        os.kill(kt.pid, signal.SIGKILL)
+        assert kt.stop() == -signal.SIGKILL
         # The survivor is not blocked by the dead process's lock, and the lists check out.
         t0 = time.monotonic()
         n = s.pop()
@@ -53,15 +54,6 @@ def test_sigkill_during_push_pop(make_domain):
     assert sum(counts.values()) == nelems - lost_total
 
 
-def _hold_head(off: int, ready_fd: int) -> None:
-    import percpu
-
-    percpu.current_domain().lock_at(off).lock()
-    os.write(ready_fd, b"L")
-    while True:
-        time.sleep(60)
-
-
 @pytest.mark.crash
 @pytest.mark.timeout(60)
 def test_head_lock_of_a_killed_holder_is_recovered(make_domain):
@@ -70,10 +62,7 @@ def test_head_lock_of_a_killed_holder_is_recovered(make_domain):
     buf = dom.kzalloc(64 * 8)
     s.populate(buf, 64, 8)
     head0 = s.offset + 64 * 2
-    r, w = os.pipe()
-    p = multiprocessing.get_context("fork").Process(target=_hold_head, args=(head0, w))
-    p.start()
-    assert os.read(r, 1) == b"L"
+    p = mp_helpers.start_holder([head0])
     os.kill(p.pid, signal.SIGKILL)
     with percpu.on_cpu(0):
         n = s.pop()  # waits for CPU 0's head, takes it over from the dead holder, recounts
@@ -82,17 +71,6 @@ def test_head_lock_of_a_killed_holder_is_recovered(make_domain):
     s.push(n)
     assert s.check() == 8
     p.join()
-
-
-def _hold_all_heads(offsets: list[int], ready_fd: int) -> None:
-    from percpu import _core
-
-    dom = percpu.current_domain()
-    for off in offsets:
-        _core.Lock(dom.arena, off).lock()
-    os.write(ready_fd, b"L")
-    while True:
-        time.sleep(60)
 
 
 @pytest.mark.crash
@@ -110,10 +88,7 @@ def test_nmi_push_completes_when_every_list_is_held_by_a_dead_process(make_domai
     with percpu.on_cpu(0):
         n = s.pop()
     offsets = [s.offset + 64 * (2 + c) for c in range(2)] + [s.offset + 64]  # heads, extra list
-    r, w = os.pipe()
-    p = multiprocessing.get_context("fork").Process(target=_hold_all_heads, args=(offsets, w))
-    p.start()
-    assert os.read(r, 1) == b"L"
+    p = mp_helpers.start_holder(offsets)
     os.kill(p.pid, signal.SIGKILL)
     t0 = time.monotonic()
     with percpu.on_cpu(0), percpu.nmi():

@@ -110,17 +110,6 @@ def test_kmalloc_survives_sigkill_at_random_points(dom):
     assert dom.populated_pages() == dom.st_blocks_pages()
 
 
-def _hold_internal_locks(offsets: list[int], ready_fd: int) -> None:
-    from percpu import _core
-
-    dom = percpu.current_domain()
-    for off in offsets:  # the allocator's own locks, in the header: Domain.lock_at refuses those
-        _core.Lock(dom.arena, off).lock()
-    os.write(ready_fd, b"L")
-    while True:
-        time.sleep(60)
-
-
 @pytest.mark.crash
 @pytest.mark.timeout(60)
 def test_allocator_locks_of_a_killed_process_are_recovered(dom):
@@ -133,10 +122,7 @@ def test_allocator_locks_of_a_killed_process_are_recovered(dom):
     cls64 = list(__import__("percpu.runtime.domain", fromlist=["KMALLOC_CLASSES"]).KMALLOC_CLASSES).index(64)
     offsets = [_core.CLASSES_OFF + cls64 * _core.CLASS_STRIDE, _core.PAGE_LOCK_OFF]
     gen0 = dom.arena.header()["generation"]
-    r, w = os.pipe()
-    p = multiprocessing.get_context("fork").Process(target=_hold_internal_locks, args=(offsets, w))
-    p.start()
-    assert _read1(r, 10) == b"L"
+    p = mp_helpers.start_holder(offsets)  # the allocator's own locks, in the header
     os.kill(p.pid, signal.SIGKILL)
     p.join()
     q = dom.kmalloc(64)  # takes over the class lock, then (new slab) the page lock
@@ -149,3 +135,27 @@ def test_allocator_locks_of_a_killed_process_are_recovered(dom):
     for x in [q, *more, *live]:
         dom.kfree(x)
     dom.check()
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pinned_worker_killed_holding_the_lock_does_not_wedge_the_survivor(dom, method):
+    """The issue's wording: a real pinned worker (a kthread) SIGKILLed while it holds the lock."""
+    from percpu.runtime.kthread import kthread_run_on_cpu
+
+    lock_off = dom.kzalloc(8)
+    lock = dom.lock_at(lock_off)
+    kt = kthread_run_on_cpu(mp_helpers.hold_lock_until_killed, 1 % len(dom.possible), "holder/%u", lock_off,
+                            method=method)
+    deadline = time.monotonic() + 30
+    while lock.owner != kt.pid and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert lock.owner == kt.pid
+    assert os.sched_getaffinity(kt.pid) == {kt.real_cpu}
+    os.kill(kt.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    assert lock.lock() is True  # taken over from the dead worker
+    assert time.monotonic() - t0 < 5
+    lock.unlock()
+    assert kt.stop() == -signal.SIGKILL

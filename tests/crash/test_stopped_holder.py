@@ -6,23 +6,16 @@ the GIL released once the waiter sleeps on the futex.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import threading
 import time
 
+import mp_helpers
 import pytest
 
 import percpu
 from percpu.freelist import PcpuFreelist
-
-
-def _take_and_stop(off: int, ready_fd: int) -> None:
-    percpu.current_domain().lock_at(off).lock()
-    os.write(ready_fd, b"L")
-    os.kill(os.getpid(), signal.SIGSTOP)
-    time.sleep(60)
 
 
 @pytest.mark.crash
@@ -33,11 +26,8 @@ def test_waiting_on_a_stopped_holder_keeps_the_process_alive(make_domain):
     buf = dom.kzalloc(64 * 4)
     s.populate(buf, 64, 4)
     head0 = s.offset + 64 * 2
-    r, w = os.pipe()
-    p = multiprocessing.get_context("fork").Process(target=_take_and_stop, args=(head0, w))
-    p.start()
+    p = mp_helpers.start_holder([head0], stop=True)
     try:
-        assert os.read(r, 1) == b"L"
         got = []
 
         def popper() -> None:
