@@ -37,6 +37,7 @@
 #include "llist.h"
 #include "freelist.h"
 #include "lock.h"
+#include "pcpu.h"
 #include "rcu.h"
 
 static struct PyModuleDef core_module;
@@ -45,6 +46,7 @@ typedef struct {
 	PyTypeObject *arena_type;
 	PyTypeObject *lock_type;
 	PyTypeObject *freelist_type;
+	PyTypeObject *counter_type;
 } core_state;
 
 typedef struct {
@@ -336,8 +338,10 @@ static PyObject *arena_get_fd(ArenaObject *self, void *c)
 static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "nr_cpu_ids", "possible", "online", "owner", "classes",
-				  "registry_max", "registry_entry", "flags", "rcu_slots", NULL };
+				  "registry_max", "registry_entry", "flags", "rcu_slots",
+				  "pcpu_static_size", "pcpu_reserved_size", "pcpu_dyn_size", NULL };
 	unsigned int nr_cpu_ids, reg_max, reg_entry, flags = 0, rcu_slots = 512;
+	uint32_t pcpu_sizes[3] = { 4096, PERCPU_MODULE_RESERVE, PERCPU_DYNAMIC_RESERVE };
 	Py_buffer possible, online;
 	int owner, err;
 	PyObject *classes, *seq;
@@ -346,9 +350,10 @@ static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
 
 	if (!arena_ok(self))
 		return NULL;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "Iy*y*iOII|II:format", kwlist, &nr_cpu_ids,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "Iy*y*iOII|IIIII:format", kwlist, &nr_cpu_ids,
 					 &possible, &online, &owner, &classes, &reg_max, &reg_entry,
-					 &flags, &rcu_slots))
+					 &flags, &rcu_slots, &pcpu_sizes[0], &pcpu_sizes[1],
+					 &pcpu_sizes[2]))
 		return NULL;
 	seq = PySequence_Fast(classes, "classes must be a sequence of ints");
 	if (seq == NULL)
@@ -371,7 +376,7 @@ static PyObject *arena_format(ArenaObject *self, PyObject *args, PyObject *kw)
 	Py_DECREF(seq);
 	err = pk_arena_format(&self->a, nr_cpu_ids, possible.buf, online.buf,
 			      (uint32_t)possible.len, owner, cls, (uint32_t)n, reg_max, reg_entry,
-			      flags, rcu_slots);
+			      flags, rcu_slots, pcpu_sizes);
 	PyBuffer_Release(&possible);
 	PyBuffer_Release(&online);
 	if (err)
@@ -396,6 +401,15 @@ static PyObject *arena_validate(ArenaObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* Pages of chunk data blocks reserved in the page allocator but without backing. */
+static uint64_t pcpu_unpopulated(ArenaObject *self)
+{
+	struct pk_pcpu *p = (struct pk_pcpu *)(self->a.base + pk_hdr(&self->a)->pcpu_off);
+	uint64_t data = READ_ONCE64(&p->nr_data_pages), pop = READ_ONCE64(&p->nr_populated);
+
+	return data > pop * p->nr_units ? data - pop * p->nr_units : 0;
+}
+
 static PyObject *arena_header(ArenaObject *self, PyObject *unused)
 {
 	struct pk_header *h;
@@ -406,7 +420,7 @@ static PyObject *arena_header(ArenaObject *self, PyObject *unused)
 	h = pk_hdr(&self->a);
 	n = (h->nr_cpu_ids + 7) / 8;
 	return Py_BuildValue(
-		"{s:K,s:I,s:I,s:K,s:I,s:I,s:I,s:i,s:K,s:K,s:I,s:I,s:I,s:I,s:K,s:y#,s:y#,s:I,s:K,s:K,s:K,s:K,s:I}",
+		"{s:K,s:I,s:I,s:K,s:I,s:I,s:I,s:i,s:K,s:K,s:I,s:I,s:I,s:I,s:K,s:y#,s:y#,s:I,s:K,s:K,s:K,s:K,s:I,s:K,s:K}",
 		"magic", (unsigned long long)h->magic, "version", h->version,
 		"page_size", h->page_size, "size", (unsigned long long)h->size,
 		"nr_pages", h->nr_pages, "meta_pages", h->meta_pages,
@@ -420,7 +434,9 @@ static PyObject *arena_header(ArenaObject *self, PyObject *unused)
 		"nr_page_allocs", (unsigned long long)h->nr_page_allocs,
 		"nr_page_frees", (unsigned long long)h->nr_page_frees,
 		"user_off", (unsigned long long)offsetof(struct pk_header, user),
-		"rcu_off", (unsigned long long)h->rcu_off, "rcu_nslots", h->rcu_nslots);
+		"rcu_off", (unsigned long long)h->rcu_off, "rcu_nslots", h->rcu_nslots,
+		"pcpu_off", (unsigned long long)h->pcpu_off,
+		"pcpu_unpopulated_pages", (unsigned long long)pcpu_unpopulated(self));
 }
 
 static PyObject *arena_slab_stats(ArenaObject *self, PyObject *unused)
@@ -814,6 +830,8 @@ static PyObject *arena_rcu_reclaim_dead(ArenaObject *self, PyObject *unused);
 static PyObject *arena_rcu_info(ArenaObject *self, PyObject *unused);
 static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
 
+#include "_core_pcpu.inc"
+
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
 	{ "size", (getter)arena_get_size, NULL, "bytes mapped", NULL },
@@ -865,6 +883,7 @@ static PyMethodDef arena_methods[] = {
 	  "Free reader slots whose owner died; returns how many." },
 	{ "rcu_info", (PyCFunction)arena_rcu_info, METH_NOARGS, "RCU state and readers." },
 	{ "rcu_stat_add", FAST(rcu_stat_add), "rcu_stat_add(name, flavour, delta)" },
+	PCPU_ARENA_METHODS
 	{ NULL }
 };
 
@@ -2238,6 +2257,12 @@ static PyMethodDef core_methods[] = {
 	  "kzalloc(size) -> offset | None, in the current domain." },
 	{ "kfree", (PyCFunction)(void (*)(void))core_kfree, METH_FASTCALL,
 	  "kfree(ptr): free an allocation of the current domain; kfree(0) does nothing." },
+	{ "pcpu_set_hook", core_pcpu_set_hook, METH_O,
+	  "pcpu_set_hook(callable | None): receives the per-CPU allocator's events." },
+	{ "memcg_set_active", core_memcg_set_active, METH_VARARGS,
+	  "memcg_set_active(arena | None, id) -> previous: charge this thread's allocations." },
+	{ "memcg_restore", core_memcg_restore, METH_VARARGS,
+	  "memcg_restore(previous): undo memcg_set_active." },
 	{ "task_alive", core_task_alive, METH_O,
 	  "True if the TID names a live, non-zombie task (the lock's owner probe)." },
 	{ NULL }
@@ -2285,6 +2310,9 @@ static int core_exec(PyObject *m)
 	st->freelist_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &freelist_spec, NULL);
 	if (st->freelist_type == NULL || PyModule_AddType(m, st->freelist_type) < 0)
 		return -1;
+	st->counter_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &counter_spec, NULL);
+	if (st->counter_type == NULL || PyModule_AddType(m, st->counter_type) < 0)
+		return -1;
 	if (!atfork_done) {
 		pk_lock_sleep_hook = gil_sleep_hook;
 		pthread_atfork(NULL, NULL, atfork_child);
@@ -2304,6 +2332,14 @@ static int core_exec(PyObject *m)
 	ADD_INT("CLASS_STRIDE", sizeof(struct pk_slab_class));
 	ADD_INT("RCU_FLAVOURS", PK_RCU_FLAVOURS);
 	ADD_INT("FREELIST_ROBUST", PK_FL_ROBUST);
+	ADD_INT("PCPU_MIN_UNIT_SIZE", PCPU_MIN_UNIT_SIZE);
+	ADD_INT("PCPU_MIN_ALLOC_SIZE", PCPU_MIN_ALLOC_SIZE);
+	ADD_INT("PCPU_EMPTY_POP_PAGES_LOW", PCPU_EMPTY_POP_PAGES_LOW);
+	ADD_INT("PCPU_EMPTY_POP_PAGES_HIGH", PCPU_EMPTY_POP_PAGES_HIGH);
+	ADD_INT("PERCPU_MODULE_RESERVE", PERCPU_MODULE_RESERVE);
+	ADD_INT("PERCPU_DYNAMIC_RESERVE", PERCPU_DYNAMIC_RESERVE);
+	ADD_INT("PERCPU_DYNAMIC_EARLY_SIZE", PERCPU_DYNAMIC_EARLY_SIZE);
+	ADD_INT("MEMCG_MAX", PK_MEMCG_MAX);
 	ADD_INT("USER_WORDS", sizeof(((struct pk_header *)0)->user) / 8);
 	return 0;
 }
@@ -2315,6 +2351,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->arena_type);
 	Py_VISIT(st->lock_type);
 	Py_VISIT(st->freelist_type);
+	Py_VISIT(st->counter_type);
 	return 0;
 }
 
@@ -2325,6 +2362,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->arena_type);
 	Py_CLEAR(st->lock_type);
 	Py_CLEAR(st->freelist_type);
+	Py_CLEAR(st->counter_type);
 	return 0;
 }
 

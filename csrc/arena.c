@@ -12,6 +12,7 @@
 
 #include "arena.h"
 #include "atomic.h"
+#include "pcpu.h"
 #include "rcu.h"
 
 #define BITS_PER_WORD 64
@@ -53,7 +54,8 @@ static void punch(struct pk_arena *a, uint64_t off, uint64_t len)
 int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *possible,
 		    const uint8_t *online, uint32_t mask_len, int32_t owner,
 		    const uint32_t *classes, uint32_t nr_classes, uint32_t registry_max,
-		    uint32_t registry_entry, uint32_t flags, uint32_t rcu_slots)
+		    uint32_t registry_entry, uint32_t flags, uint32_t rcu_slots,
+		    const uint32_t *pcpu_sizes)
 {
 	struct pk_header *h = pk_hdr(a);
 	uint64_t nr_pages = a->size >> PK_PAGE_SHIFT;
@@ -90,6 +92,8 @@ int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *poss
 	h->rcu_off = off;
 	h->rcu_nslots = rcu_slots;
 	off += pk_round_up(pk_rcu_block_size(rcu_slots), PK_PAGE_SIZE);
+	h->pcpu_off = off;
+	off += pk_round_up(pk_pcpu_block_size(nr_cpu_ids), PK_PAGE_SIZE);
 	h->bitmap_off = off;
 	off += pk_round_up(pk_round_up(nr_pages, 64) / 8, PK_PAGE_SIZE);
 	h->desc_off = off;
@@ -100,6 +104,15 @@ int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *poss
 	err = populate(a, 0, off);
 	if (err)
 		return err;
+	{
+		uint8_t mask[PK_MAX_CPUS / 8] = { 0 };
+
+		memcpy(mask, possible, mask_len);
+		err = pk_pcpu_format((struct pk_pcpu *)(a->base + h->pcpu_off), nr_cpu_ids, mask,
+				     pcpu_sizes[0], pcpu_sizes[1], pcpu_sizes[2]);
+		if (err)
+			return err;
+	}
 
 	h->version = PK_VERSION;
 	h->page_size = PK_PAGE_SIZE;
@@ -146,7 +159,9 @@ int pk_arena_validate(const struct pk_arena *a)
 	    h->nr_cpu_ids == 0 || h->nr_cpu_ids > PK_MAX_CPUS ||
 	    h->desc_off + (uint64_t)h->nr_pages * 16 > a->size ||
 	    h->rcu_off < PK_PAGE_SIZE || h->rcu_nslots == 0 ||
-	    h->rcu_off + pk_rcu_block_size(h->rcu_nslots) > (uint64_t)h->meta_pages << PK_PAGE_SHIFT)
+	    h->rcu_off + pk_rcu_block_size(h->rcu_nslots) > (uint64_t)h->meta_pages << PK_PAGE_SHIFT ||
+	    h->pcpu_off < PK_PAGE_SIZE ||
+	    h->pcpu_off + pk_pcpu_block_size(h->nr_cpu_ids) > (uint64_t)h->meta_pages << PK_PAGE_SHIFT)
 		return -EUCLEAN;
 	return 0;
 }
@@ -232,6 +247,11 @@ static int64_t find_zero_run(const uint64_t *bm, uint32_t start, uint32_t end, u
 
 int64_t pk_alloc_pages(struct pk_arena *a, uint32_t n, int type, int cls)
 {
+	return pk_alloc_pages_flags(a, n, type, cls, 0);
+}
+
+int64_t pk_alloc_pages_flags(struct pk_arena *a, uint32_t n, int type, int cls, unsigned flags)
+{
 	struct pk_header *h = pk_hdr(a);
 	uint64_t *bm = pk_bitmap(a);
 	int64_t pg;
@@ -248,7 +268,8 @@ int64_t pk_alloc_pages(struct pk_arena *a, uint32_t n, int type, int cls)
 		pk_page_unlock(a);
 		return -ENOMEM;
 	}
-	err = populate(a, (uint64_t)pg << PK_PAGE_SHIFT, (uint64_t)n << PK_PAGE_SHIFT);
+	err = flags & PK_AP_NOPOPULATE ? 0 :
+		populate(a, (uint64_t)pg << PK_PAGE_SHIFT, (uint64_t)n << PK_PAGE_SHIFT);
 	if (err) {
 		pk_page_unlock(a);
 		return err == -ENOSPC ? -ENOMEM : err;

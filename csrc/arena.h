@@ -48,7 +48,7 @@
 #include "lock.h"
 
 #define PK_MAGIC		0x3155504352455050ull	/* "PPERCPU1" little-endian */
-#define PK_VERSION		1
+#define PK_VERSION		2
 #define PK_MAX_CPUS		4096
 #define PK_MAX_CLASSES		16
 #define PK_MIN_OBJ		8
@@ -108,6 +108,7 @@ struct pk_header {
 	uint64_t rcu_off;		/* struct pk_rcu_state, in the meta pages */
 	uint32_t rcu_nslots;
 	uint32_t pad0;
+	uint64_t pcpu_off;		/* struct pk_pcpu, in the meta pages */
 	uint8_t possible[PK_MAX_CPUS / 8];
 	uint8_t online[PK_MAX_CPUS / 8];
 
@@ -144,10 +145,14 @@ static inline struct pk_page_desc *pk_desc(const struct pk_arena *a, uint32_t pg
 int pk_arena_format(struct pk_arena *a, uint32_t nr_cpu_ids, const uint8_t *possible,
 		    const uint8_t *online, uint32_t possible_len, int32_t owner,
 		    const uint32_t *classes, uint32_t nr_classes, uint32_t registry_max,
-		    uint32_t registry_entry, uint32_t flags, uint32_t rcu_slots);
+		    uint32_t registry_entry, uint32_t flags, uint32_t rcu_slots,
+		    const uint32_t *pcpu_sizes);
 int pk_arena_validate(const struct pk_arena *a);
 
 int64_t pk_alloc_pages(struct pk_arena *a, uint32_t n, int type, int cls);
+/* PK_AP_NOPOPULATE: reserve the pages without backing; the caller populates. */
+#define PK_AP_NOPOPULATE	1u
+int64_t pk_alloc_pages_flags(struct pk_arena *a, uint32_t n, int type, int cls, unsigned flags);
 int pk_free_pages(struct pk_arena *a, uint64_t off);
 
 int pk_kmalloc_class(const struct pk_arena *a, uint64_t size);

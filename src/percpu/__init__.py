@@ -6,8 +6,9 @@ semantics.  Start with :class:`Domain` and :func:`current_domain`; the kernel's
 own names are in :mod:`percpu.kernel`.
 """
 
-from percpu import errors
+from percpu import errors, memcg
 from percpu.freelist import PcpuFreelist
+from percpu.pcpu import PerCpu, PerCpuCounter, define_per_cpu
 from percpu.runtime import rcu
 from percpu.runtime.context import in_nmi, nmi, signal
 from percpu.runtime.cpu import on_cpu, smp_processor_id
@@ -25,11 +26,15 @@ __all__ = [
     "Domain",
     "Kthread",
     "PcpuFreelist",
+    "PerCpu",
+    "PerCpuCounter",
     "__version__",
     "current_domain",
+    "define_per_cpu",
     "errors",
     "in_nmi",
     "mem",
+    "memcg",
     "nmi",
     "on_cpu",
     "rcu",

@@ -18,6 +18,11 @@ from typing import Any
 
 from percpu import _core
 from percpu.freelist import PcpuFreelist
+from percpu.pcpu import allocator as _pcpu
+from percpu.pcpu.allocator import GFP_ATOMIC as GFP_ATOMIC
+from percpu.pcpu.allocator import GFP_KERNEL as GFP_KERNEL
+from percpu.pcpu.allocator import GFP_NOWAIT as GFP_NOWAIT
+from percpu.pcpu.allocator import PCPU_MIN_UNIT_SIZE as PCPU_MIN_UNIT_SIZE
 from percpu.runtime import rcu as _rcu
 from percpu.runtime.context import in_nmi as in_nmi
 from percpu.runtime.context import in_task as in_task
@@ -33,7 +38,21 @@ from percpu.runtime.work import irq_work_queue as irq_work_queue
 from percpu.runtime.work import irq_work_sync as irq_work_sync
 
 __all__ = [
+    "GFP_ATOMIC",
+    "GFP_KERNEL",
+    "GFP_NOWAIT",
     "IrqWork",
+    "PCPU_MIN_UNIT_SIZE",
+    "__alloc_percpu",
+    "__alloc_percpu_gfp",
+    "__alloc_reserved_percpu",
+    "alloc_percpu",
+    "alloc_percpu_gfp",
+    "free_percpu",
+    "pcpu_nr_pages",
+    "per_cpu_ptr",
+    "percpu_stats",
+    "this_cpu_ptr",
     "__pcpu_freelist_pop",
     "__pcpu_freelist_push",
     "pcpu_freelist_destroy",
@@ -206,3 +225,62 @@ def pcpu_freelist_pop(s: PcpuFreelist) -> int | None:
 # handlers, which never run inside the C push/pop, so both spellings are one function.
 __pcpu_freelist_push = pcpu_freelist_push
 __pcpu_freelist_pop = pcpu_freelist_pop
+
+
+# ---- the per-CPU allocator (percpu.pcpu) ---------------------------------------------
+# A per-CPU pointer is the arena offset of the first possible CPU's copy.
+
+
+def __alloc_percpu_gfp(size: int, align: int, gfp: int) -> int | None:
+    """``pcpu_alloc(size, align, false, gfp)``: GFP_KERNEL may block, GFP_NOWAIT is atomic."""
+    return _pcpu.alloc(size, align, gfp=gfp)
+
+
+def __alloc_percpu(size: int, align: int) -> int | None:
+    """``__alloc_percpu()``: GFP_KERNEL; None (and the kernel's warning) on failure."""
+    return current_domain().arena.pcpu_alloc(size, align)
+
+
+def __alloc_reserved_percpu(size: int, align: int) -> int | None:
+    """From the first chunk's reserved region only (the normal chunks if it has none)."""
+    return current_domain().arena.pcpu_alloc(size, align, True)
+
+
+def alloc_percpu(size: int) -> int | None:
+    """``alloc_percpu(type)`` with the type's size: aligned naturally, at most 8 bytes."""
+    align = 1
+    while align < 8 and size > 0 and size % (align * 2) == 0:
+        align *= 2
+    return current_domain().arena.pcpu_alloc(size, align)
+
+
+def alloc_percpu_gfp(size: int, gfp: int) -> int | None:
+    align = 1
+    while align < 8 and size > 0 and size % (align * 2) == 0:
+        align *= 2
+    return _pcpu.alloc(size, align, gfp=gfp)
+
+
+def free_percpu(ptr: int | None) -> None:
+    """Free by pointer; None/0 does nothing; a pointer of no live area raises EINVAL."""
+    if ptr:
+        current_domain().arena.pcpu_free(ptr)
+
+
+def per_cpu_ptr(ptr: int, cpu: int) -> int:
+    """The arena offset of ``cpu``'s copy (``EINVAL`` for a CPU that is not possible)."""
+    return current_domain().arena.pcpu_ptr(ptr, cpu)
+
+
+def this_cpu_ptr(ptr: int) -> int:
+    return _pcpu.this_cpu_ptr(ptr)
+
+
+def pcpu_nr_pages() -> int:
+    """Populated pages of every unit: ``Percpu:`` of /proc/meminfo, in pages."""
+    return _pcpu.nr_pages()
+
+
+def percpu_stats() -> str:
+    """The text of ``/sys/kernel/debug/percpu_stats``."""
+    return _pcpu.stats_text()

@@ -80,6 +80,11 @@ MAX_SIZE = 16 << 30
 #: kmalloc size classes (the kernel's kmalloc-8 ... kmalloc-4k caches, with 96 and 192).
 KMALLOC_CLASSES = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096)
 REGISTRY_MAX = 256
+#: The per-CPU allocator's first-chunk defaults (``include/linux/percpu.h``).
+PCPU_STATIC_SIZE = 4096
+PERCPU_MODULE_RESERVE = _core.PERCPU_MODULE_RESERVE
+PERCPU_DYNAMIC_RESERVE = _core.PERCPU_DYNAMIC_RESERVE
+PCPU_MAX_REGION = 16 << 20
 _ENTRY = struct.Struct("<64s16sQQiIQQ")  # name kind off size owner flags created gen
 REGISTRY_ENTRY = 128
 FLAG_SIMULATED = 1
@@ -180,6 +185,9 @@ class Domain:
         name: str | None = None,
         *,
         online: tuple[int, ...] | list[int] | None = None,
+        pcpu_static_size: int = PCPU_STATIC_SIZE,
+        pcpu_reserved_size: int = PERCPU_MODULE_RESERVE,
+        pcpu_dyn_size: int = PERCPU_DYNAMIC_RESERVE,
     ) -> Domain:
         """Create a domain of ``size`` bytes (reserved, populated on use).
 
@@ -216,6 +224,12 @@ class Domain:
             bad = [c for c in on if c not in possible]
             if bad:
                 raise NoDevice(f"online CPUs {format_cpulist(bad)} are not possible")
+        for what, v in (("pcpu_static_size", pcpu_static_size), ("pcpu_reserved_size", pcpu_reserved_size),
+                        ("pcpu_dyn_size", pcpu_dyn_size)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= PCPU_MAX_REGION:
+                raise InvalidArgument(f"{what} must be an integer in 0..{PCPU_MAX_REGION}, not {v!r}")
+        if pcpu_reserved_size % 4:
+            raise InvalidArgument(f"pcpu_reserved_size must be a multiple of 4, not {pcpu_reserved_size}")
         if not possible or possible[-1] >= _core.MAX_CPUS:
             raise InvalidArgument(f"possible CPUs {format_cpulist(possible)} out of range")
         nr_cpu_ids = possible[-1] + 1
@@ -240,6 +254,9 @@ class Domain:
                 registry_max=REGISTRY_MAX,
                 registry_entry=REGISTRY_ENTRY,
                 flags=flags,
+                pcpu_static_size=pcpu_static_size,
+                pcpu_reserved_size=pcpu_reserved_size,
+                pcpu_dyn_size=pcpu_dyn_size,
             )
         except BaseException:
             os.unlink(path)
@@ -478,7 +495,7 @@ class Domain:
     def populated_pages(self) -> int:
         """Pages with backing, by the allocator's count: meta pages + pages handed out."""
         hdr = self._arena.header()
-        return int(hdr["meta_pages"] + hdr["nr_used_pages"])
+        return int(hdr["meta_pages"] + hdr["nr_used_pages"] - hdr["pcpu_unpopulated_pages"])
 
     def st_blocks_pages(self) -> int:
         """Pages with backing as the kernel counts them: ``fstat().st_blocks``."""
@@ -492,7 +509,7 @@ class Domain:
             "pages": hdr["nr_pages"],
             "meta_pages": hdr["meta_pages"],
             "used_pages": hdr["nr_used_pages"],
-            "populated_pages": hdr["meta_pages"] + hdr["nr_used_pages"],
+            "populated_pages": hdr["meta_pages"] + hdr["nr_used_pages"] - hdr["pcpu_unpopulated_pages"],
             "st_blocks_pages": self.st_blocks_pages(),
             "page_allocs": hdr["nr_page_allocs"],
             "page_frees": hdr["nr_page_frees"],
@@ -501,8 +518,12 @@ class Domain:
         }
 
     def check(self) -> None:
-        """Verify pages, descriptors and every size class; :class:`Corrupted` if broken."""
+        """Verify pages, descriptors, every size class and the per-CPU allocator.
+
+        Raises :class:`Corrupted` (``EUCLEAN``) with what is broken.
+        """
         self._arena.check()
+        self._arena.pcpu_check()
 
     # ---- registry ---------------------------------------------------------
 
@@ -583,7 +604,7 @@ class Domain:
         if self.closed:
             return f"<Domain {self._name} closed>"
         hdr = self._arena.header()
-        used = (hdr["meta_pages"] + hdr["nr_used_pages"]) * PAGE_SIZE
+        used = (hdr["meta_pages"] + hdr["nr_used_pages"] - hdr["pcpu_unpopulated_pages"]) * PAGE_SIZE
         sim = " simulated" if self._simulated else ""
         return (
             f"<Domain {self._name} cpus={format_cpulist(self._possible)}{sim} "
