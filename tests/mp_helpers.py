@@ -271,3 +271,76 @@ def hold_lock_until_killed(lock_off: int) -> None:
     percpu.current_domain().lock_at(lock_off).lock()
     while True:
         time.sleep(60)
+
+
+# ---- the per-CPU allocator ------------------------------------------------------
+
+def pcpu_counter_add(name: str, n: int) -> int:
+    """Attach the named PerCpuCounter and add 1 to this CPU's copy ``n`` times."""
+    c = percpu.PerCpuCounter.attach(name)
+    add = c.add
+    for _ in range(n):
+        add()
+    return 0
+
+
+def _pcpu_stamp(dom: percpu.Domain, ptr: int, size: int, tag: int) -> None:
+    for cpu in dom.possible:
+        dom.arena.store(dom.arena.pcpu_ptr(ptr, cpu), tag) if size >= 8 else None
+
+
+def _pcpu_stamp_ok(dom: percpu.Domain, ptr: int, size: int, tag: int) -> bool:
+    return size < 8 or all(dom.arena.load(dom.arena.pcpu_ptr(ptr, cpu)) == tag for cpu in dom.possible)
+
+
+def pcpu_churn(rounds: int, tag: int, errors_off: int) -> int:
+    """Allocate and free per-CPU areas at random; stamp every CPU's copy and check it before free.
+
+    An area handed out twice, or changed by another process, shows as a wrong
+    stamp (counted at errors_off).
+    """
+    dom = percpu.current_domain()
+    a = dom.arena
+    rng = random.Random(tag)
+    held: list[tuple[int, int]] = []
+    bad = 0
+    for i in range(rounds):
+        if held and (len(held) >= 32 or rng.random() < 0.45):
+            p, size = held.pop(rng.randrange(len(held)))
+            if not _pcpu_stamp_ok(dom, p, size, tag << 32 | p):
+                bad += 1
+            a.pcpu_free(p)
+        else:
+            size = rng.choice((8, 16, 64, 200, 1024, 4096, 9000))
+            p = a.pcpu_alloc(size, 8, False, rng.random() < 0.2)
+            if p is None:
+                continue
+            _pcpu_stamp(dom, p, size, tag << 32 | p)
+            held.append((p, size))
+        if i % 500 == 0:
+            a.pcpu_balance()
+    for p, size in held:
+        if not _pcpu_stamp_ok(dom, p, size, tag << 32 | p):
+            bad += 1
+        a.pcpu_free(p)
+    if bad:
+        a.fetch_add(errors_off, bad)
+    return 0
+
+
+def pcpu_churn_forever(tag: int) -> None:
+    """Allocate, free and run the balance work until SIGKILLed."""
+    dom = percpu.current_domain()
+    a = dom.arena
+    rng = random.Random(tag)
+    held: list[int] = []
+    while True:
+        r = rng.random()
+        if held and (len(held) >= 64 or r < 0.45):
+            a.pcpu_free(held.pop(rng.randrange(len(held))))
+        elif r < 0.97:
+            p = a.pcpu_alloc(rng.choice((4, 8, 64, 1000, 4096, 12000)), 8, False, rng.random() < 0.2)
+            if p is not None:
+                held.append(p)
+        else:
+            a.pcpu_balance()

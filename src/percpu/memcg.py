@@ -146,7 +146,7 @@ def _stack() -> list[tuple[Group, Any]]:
     s = getattr(_tls, "stack", None)
     if s is None:
         s = _tls.stack = []
-    return s  # type: ignore[no-any-return]
+    return s
 
 
 def active() -> Group | None:

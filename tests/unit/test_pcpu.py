@@ -9,9 +9,8 @@ import re
 import pytest
 
 import percpu
-from percpu import _core
+from percpu import _core, pcpu
 from percpu import kernel as K
-from percpu import pcpu
 from percpu.errors import InvalidArgument
 from percpu.runtime import work
 
