@@ -344,3 +344,15 @@ def pcpu_churn_forever(tag: int) -> None:
                 held.append(p)
         else:
             a.pcpu_balance()
+
+
+def pcpu_var_write(domain_name: str, var: str, value: int) -> int:
+    """Attach the domain and the named PerCpu by name (spawned), write this CPU's copy."""
+    dom = percpu.Domain.attach(domain_name)
+    try:
+        with dom:
+            v = percpu.PerCpu.attach(var)
+            v.set((value, percpu.smp_processor_id()))
+        return 0
+    finally:
+        dom.close()

@@ -60,3 +60,20 @@ def test_concurrent_alloc_free_never_hands_out_an_area_twice(make_domain, nr_cpu
     pcpu.balance()
     assert pcpu.info()["nr_chunks"] <= 2
     assert dom.populated_pages() == dom.st_blocks_pages()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_percpu_variable_attached_by_name_in_pinned_workers(make_domain):
+    dom = make_domain(size=16 << 20)
+    v = percpu.PerCpu("qq", name="mp.var")
+    cpus = list(dom.possible)[:2]
+    workers = [kthread_run_on_cpu(mp_helpers.pcpu_var_write, cpu, "pcpu_var/%u", dom.name, "mp.var", 100 + cpu,
+                                  method="spawn")
+               for cpu in cpus]
+    assert [w.join(100) for w in workers] == [0] * len(workers)
+    for w in workers:
+        w.stop()
+    got = dict(v.items())
+    for cpu in cpus:
+        assert got[cpu] == (100 + cpu, cpu)  # each worker wrote its own CPU's copy

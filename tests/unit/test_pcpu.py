@@ -186,21 +186,37 @@ def test_double_and_invalid_frees_are_refused_and_change_nothing(domain: percpu.
 
 def test_pages_populate_in_unison_and_only_when_needed(domain64: percpu.Domain) -> None:
     dom = domain64
+    _core.pcpu_set_hook(None)  # no background balance work: every page change is ours
+    try:
+        dom.arena.pcpu_setup()
+        ptrs = []
+        while pcpu.info()["nr_chunks"] == 1:  # fill the first chunk until a new one is made
+            ptrs.append(K.__alloc_percpu(4096, 4096))
+        assert dom.populated_pages() == dom.st_blocks_pages()
+        i = pcpu.info()
+        # the new chunk: 10 pages in each of 64 units reserved, one populated (the area's)
+        assert i["nr_data_pages"] - i["nr_populated"] * 64 == 9 * 64
+        before = dom.st_blocks_pages()
+        ptrs.append(K.__alloc_percpu(4096, 4096))  # the next page: in all 64 units at once
+        assert dom.st_blocks_pages() - before == 64
+        before = dom.st_blocks_pages()
+        ptrs.append(K.__alloc_percpu(8, 8))  # the next free byte is on an unpopulated page
+        assert dom.st_blocks_pages() - before == 64
+        before = dom.st_blocks_pages()
+        ptrs.append(K.__alloc_percpu(100, 4))  # fits that page now: nothing new
+        ptrs.append(K.__alloc_percpu(2000, 4))
+        assert dom.st_blocks_pages() == before
+        before = dom.st_blocks_pages()
+        ptrs.append(K.__alloc_percpu(12000, 8))  # spans pages: only the missing ones, everywhere
+        added = dom.st_blocks_pages() - before
+        assert added % 64 == 0 and 64 * 2 <= added <= 64 * 4
+        assert dom.populated_pages() == dom.st_blocks_pages()
+        dom.check()
+        for p in ptrs:
+            K.free_percpu(p)
+    finally:
+        _core.pcpu_set_hook(pcpu.allocator._core_event)
     pcpu.balance()
-    base = dom.st_blocks_pages()
-    # Fill the first chunk's dynamic area (28 KiB) and the rest of its page: a new chunk follows.
-    ptrs = [K.__alloc_percpu(4096, 4096) for _ in range(7)]
-    assert len({pcpu.chunks()[i]["offset"] for i in range(len(pcpu.chunks()))}) >= 2
-    work.flush(10)
-    i = pcpu.info()
-    new_chunk_pages = [c for c in pcpu.chunks() if c["label"] == "" or c["label"] == "sidelined"]
-    # every populated page of a chunk is populated for all 64 units at once
-    assert (dom.st_blocks_pages() - base) % 64 == 0 or new_chunk_pages
-    assert dom.populated_pages() == dom.st_blocks_pages()
-    unpop = i["nr_data_pages"] - i["nr_populated"] * 64
-    assert unpop > 0  # the new chunk's untouched pages have no backing
-    for p in ptrs:
-        K.free_percpu(p)
     blocks_match(dom)
 
 
