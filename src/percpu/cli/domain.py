@@ -234,18 +234,17 @@ def rm(ctx: click.Context, names: tuple[str, ...], stale: bool, force: bool) -> 
 # ---- the tour ----------------------------------------------------------------
 
 
-def _tour_worker(slots: int, counter: int, lock_off: int, rounds: int) -> int:
-    """Worker of the tour: count on this CPU's slot, and under the shared lock."""
-    from percpu.runtime.cpu import smp_processor_id
+def _tour_worker(hits: str, counter: int, lock_off: int, rounds: int) -> int:
+    """Worker of the tour: count on this CPU's copy of a per-CPU counter, and under the shared lock."""
+    from percpu.pcpu import PerCpuCounter
     from percpu.runtime.domain import current_domain
 
     dom = current_domain()
-    arena = dom.arena
     lock = dom.lock_at(lock_off)
     word = dom.mem(counter, 8).cast("Q")
-    cpu = smp_processor_id()
+    add = PerCpuCounter.attach(hits).add
     for _ in range(rounds):
-        arena.percpu_add(slots, cpu, 1)
+        add()
         lock.lock()
         word[0] += 1  # a plain read-modify-write: only the lock makes it safe
         lock.unlock()
@@ -273,21 +272,25 @@ def tour(ctx: click.Context, nr_cpus: int | None, rounds: int, method: str) -> N
             say(f"   {dom.populated_pages()} pages populated (header, registry, page map).")
             say(f"   CPUs: possible {format_cpulist(dom.possible)}, online {format_cpulist(dom.online)}"
                 + (" (simulated)" if dom.simulated else ""))
-            slots = dom.kzalloc(dom.nr_cpu_ids * 64)
+            from percpu.pcpu import PerCpuCounter
+            from percpu.pcpu import info as pcpu_info
+
+            hits = PerCpuCounter("tour.hits")
             counter = dom.kzalloc(8)
             lock_off = dom.kzalloc(8)
-            assert slots is not None and counter is not None and lock_off is not None
-            dom.register("tour.slots", "percpu_slots", slots, dom.nr_cpu_ids * 64)
+            assert counter is not None and lock_off is not None
             dom.register("tour.lock", "lock", lock_off, 8)
-            say(f"2. kmalloc'd one cache line per possible CPU at offset {slots},")
-            say(f"   a counter at {counter} and a lock at {lock_off}; named them in the registry.")
+            pi = pcpu_info()
+            say(f"2. alloc_percpu'd a counter 'tour.hits' at {hits.ptr:#x}: one copy per possible CPU,")
+            say(f"   {pi['unit_size'] // 1024} KiB apart (mm/percpu.c units); kmalloc'd a plain counter at "
+                f"{counter} and a lock at {lock_off}.")
             real = sorted(os.sched_getaffinity(0))
             cpus = [c for c in dom.possible if dom.real_cpu(c) in real][: max(2, len(real))]
             say(f"3. Starting {len(cpus)} kthreads ({method}) pinned to CPUs {format_cpulist(cpus)}, "
                 f"{rounds} rounds each ...")
             t0 = time.perf_counter()
             workers = [
-                kthread_run_on_cpu(_tour_worker, c, "tour/%u", slots, counter, lock_off, rounds, method=method)
+                kthread_run_on_cpu(_tour_worker, c, "tour/%u", "tour.hits", counter, lock_off, rounds, method=method)
                 for c in cpus
             ]
             for w in workers:
@@ -296,12 +299,12 @@ def tour(ctx: click.Context, nr_cpus: int | None, rounds: int, method: str) -> N
             for w in workers:
                 w.stop()
             dt = time.perf_counter() - t0
-            per_cpu = {c: dom.mem(slots + c * 64, 8).cast("Q")[0] for c in cpus}
-            total = dom.arena.percpu_sum(slots, dom.nr_cpu_ids)
+            per_cpu = {c: hits.read(c) for c in cpus}
+            total = hits.sum()
             locked = dom.mem(counter, 8).cast("Q")[0]
             say(f"4. Done in {dt:.2f} s; exit codes {codes}.")
-            say("   per-CPU slots: " + ", ".join(f"cpu{c}={v}" for c, v in per_cpu.items())
-                + f"; sum over all {dom.nr_cpu_ids} CPUs = {total}")
+            say("   per-CPU counter: " + ", ".join(f"cpu{c}={v}" for c, v in per_cpu.items())
+                + f"; sum over all {len(dom.possible)} possible CPUs = {total} (added without a lock)")
             say(f"   counter under the shared lock = {locked} (expected {rounds * len(cpus)})")
             dom.check()
             say(f"5. Consistency check passed; populated pages {dom.populated_pages()} = "
@@ -319,7 +322,8 @@ def tour(ctx: click.Context, nr_cpus: int | None, rounds: int, method: str) -> N
                 st_blocks_pages=dom.st_blocks_pages(),
                 ok=ok,
             )
-            for off in (slots, counter, lock_off):
+            hits.free()
+            for off in (counter, lock_off):
                 dom.kfree(off)
     finally:
         dom.close()
