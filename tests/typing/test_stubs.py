@@ -35,10 +35,14 @@ def test_public_names_exist():
     for name in percpu.__all__:
         assert hasattr(percpu, name), name
     for name in kernel.__all__:
-        assert callable(getattr(kernel, name)), name
+        v = getattr(kernel, name)
+        # functions, and the kernel's constants (GFP_*, PCPU_MIN_UNIT_SIZE) in capitals
+        assert callable(v) or (name.isupper() and isinstance(v, int)), name
     for name in ("smp_processor_id", "nr_cpu_ids", "num_possible_cpus", "cpu_possible_mask",
                  "cpu_online_mask", "in_nmi", "kmalloc", "kzalloc", "kfree", "kthread_run_on_cpu",
-                 "kthread_stop"):
+                 "kthread_stop", "__alloc_percpu", "__alloc_percpu_gfp", "__alloc_reserved_percpu",
+                 "alloc_percpu", "free_percpu", "per_cpu_ptr", "this_cpu_ptr", "pcpu_nr_pages",
+                 "percpu_stats", "GFP_KERNEL", "GFP_NOWAIT"):
         assert name in kernel.__all__
 
 
