@@ -93,7 +93,8 @@ def show(ctx: click.Context, domain: str | None) -> None:
                                         "nr_chunks_destroyed", "recoveries", "static_used")},
         "chunks": [{k: (_popmap(c["populated"], c["nr_pages"]) if k == "populated" else c[k])
                     for k in ("label", "offset", "base", "slot", "nr_pages", "nr_populated", "isolated",
-                              "nr_alloc", "free_bytes", "contig_bytes", "empty_pop_pages", "populated")}
+                              "immutable", "nr_alloc", "free_bytes", "contig_bytes", "empty_pop_pages",
+                              "populated")}
                    for c in chs],
         "memcg": [{k: g[k] for k in ("name", "limit", "usage", "max_usage", "failcnt", "nr_pcpu_objs")}
                   for g in grs],
