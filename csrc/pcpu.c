@@ -1233,6 +1233,28 @@ static void clear_area(struct pk_arena *a, uint64_t chunk, int bit_off, int bits
 	memcg_map(c)[bit_off] = 0;
 }
 
+/*
+ * Pages of @c that a live holder of pcpu_alloc_mutex is populating for its
+ * new area: counted out of nr_empty_pop_pages at allocation, to be counted
+ * back by pcpu_chunk_populated().  Returns how many are still unpopulated.
+ */
+static int inflight_unpopulated(struct pk_arena *a, struct pk_pcpu *p, struct pk_pcpu_chunk *c,
+				int *rs, int *re)
+{
+	const struct pk_pcpu_intent *mi = &p->mutex_intent;
+	int i, n = 0;
+
+	if (mi->op != PK_INTENT_POPULATE || mi->chunk != pk_chunk_off(a, c) || mi->bits <= 0)
+		return 0;
+	*rs = (int)PFN_DOWN((uint64_t)mi->bit_off * PCPU_MIN_ALLOC_SIZE);
+	*re = (int)PFN_UP((uint64_t)(mi->bit_off + mi->bits) * PCPU_MIN_ALLOC_SIZE);
+	if (*re > c->nr_pages)
+		*re = c->nr_pages;
+	for (i = *rs; i < *re; i++)
+		n += !test_bit(i, populated(c));
+	return n;
+}
+
 /* Rebuild everything derivable under pcpu_lock after a holder died. */
 static void pcpu_rebuild(struct pk_arena *a, struct pk_pcpu *p)
 {
@@ -1241,8 +1263,13 @@ static void pcpu_rebuild(struct pk_arena *a, struct pk_pcpu *p)
 	int i, slot;
 
 	/* finish the dead holder's free, or roll back its allocation */
-	if (p->intent.op == PK_INTENT_ALLOC || p->intent.op == PK_INTENT_FREE)
+	if (p->intent.op == PK_INTENT_ALLOC || p->intent.op == PK_INTENT_FREE) {
 		clear_area(a, p->intent.chunk, p->intent.bit_off, p->intent.bits);
+		/* died between the two intents: the area is rolled back once, here */
+		if (p->intent.op == PK_INTENT_ALLOC && p->mutex_intent.op == PK_INTENT_POPULATE &&
+		    p->mutex_intent.chunk == p->intent.chunk && p->mutex_intent.bit_off == p->intent.bit_off)
+			p->mutex_intent.op = PK_INTENT_NONE;
+	}
 	p->intent.op = PK_INTENT_NONE;
 
 	for (i = 0; i < PK_PCPU_MAX_SLOTS; i++)
@@ -1255,9 +1282,11 @@ static void pcpu_rebuild(struct pk_arena *a, struct pk_pcpu *p)
 	p->nr_populated = p->setup ? PFN_DOWN(p->size_sum) : 0;
 	p->nr_data_pages = p->setup ? (uint64_t)p->unit_pages * p->nr_units : 0;
 	for_each_chunk(a, p, c) {
-		int b;
+		int b, rs, re;
 
 		rebuild_chunk(c);
+		/* a live process populating its area adds these pages back when done */
+		c->nr_empty_pop_pages -= inflight_unpopulated(a, p, c, &rs, &re);
 		cur += (uint64_t)c->nr_alloc;
 		/* memcg charges, recounted from the per-allocation group bytes */
 		for (b = 0; b < c->map_bits; b++) {
@@ -1359,6 +1388,14 @@ static void pcpu_recover_mutex(struct pk_arena *a, struct pk_pcpu *p)
 	if (p->mutex_intent.op == PK_INTENT_POPULATE)
 		clear_area(a, p->mutex_intent.chunk, p->mutex_intent.bit_off, p->mutex_intent.bits);
 	p->mutex_intent.op = PK_INTENT_NONE;
+	if (!p->setup) {
+		/* died inside the first chunk's setup: forget it; its blocks are freed below */
+		int i;
+
+		p->all_chunks = p->first_chunk = p->reserved_chunk = p->first_block = 0;
+		for (i = 0; i < PK_PCPU_MAX_SLOTS; i++)
+			p->slots[i].first = p->slots[i].last = 0;
+	}
 	pcpu_rebuild(a, p);
 	pcpu_unlock_(p);
 
@@ -1509,7 +1546,7 @@ static int pcpu_memcg_charge(struct pk_pcpu *p, int id, uint64_t bytes)
 	struct pk_memcg *g = &p->memcg[id];
 
 	if (!g->name[0])
-		return -EINVAL;
+		return -ENOENT;	/* the thread's group was removed */
 	if (memcg_usage(g) + bytes > __atomic_load_n(&g->limit, __ATOMIC_RELAXED)) {
 		__atomic_fetch_add(&g->failcnt, 1, __ATOMIC_RELAXED);
 		return -ENOMEM;
@@ -1669,6 +1706,7 @@ area_found:
 			if (ret) {
 				int freed;
 
+				p->mutex_intent.op = PK_INTENT_NONE;	/* before the area can be reused */
 				freed = pcpu_free_area(a, p, c, off);
 				pcpu_memcg_free_hook(p, c, off, freed);
 				p->intent.op = PK_INTENT_NONE;
@@ -1797,7 +1835,8 @@ int pk_pcpu_free(struct pk_arena *a, struct pk_pcpu *p, uint64_t ptr, int *need_
 		return err;
 	pcpu_lock_(a, p);
 	off = (int)(ptr - c->base_off);
-	if (c->magic != PK_PCPU_CHUNK_MAGIC || off % PCPU_MIN_ALLOC_SIZE ||
+	/* the chunk may have been destroyed and its meta block reused meanwhile */
+	if (c->magic != PK_PCPU_CHUNK_MAGIC || !addr_in_chunk(c, ptr) || off % PCPU_MIN_ALLOC_SIZE ||
 	    !live_start(c, off / PCPU_MIN_ALLOC_SIZE)) {
 		pcpu_unlock_(p);
 		return -ENOENT;	/* not allocated: a double or invalid free */
@@ -1810,7 +1849,7 @@ int pk_pcpu_free(struct pk_arena *a, struct pk_pcpu *p, uint64_t ptr, int *need_
 		uint64_t pos;
 
 		for (pos = p->slots[p->free_slot].first; pos; pos = pk_chunk(a, pos)->next) {
-			if (pos != pk_chunk_off(a, c)) {
+			if (pos != pk_chunk_off(a, c) && !pk_chunk(a, pos)->immutable) {
 				*need_balance = 1;
 				break;
 			}
@@ -1842,7 +1881,7 @@ int64_t pk_pcpu_alloc_size(struct pk_arena *a, struct pk_pcpu *p, uint64_t ptr)
 		return err;
 	pcpu_lock_(a, p);
 	off = (int)(ptr - c->base_off);
-	if (c->magic != PK_PCPU_CHUNK_MAGIC || off % PCPU_MIN_ALLOC_SIZE ||
+	if (c->magic != PK_PCPU_CHUNK_MAGIC || !addr_in_chunk(c, ptr) || off % PCPU_MIN_ALLOC_SIZE ||
 	    !live_start(c, off / PCPU_MIN_ALLOC_SIZE)) {
 		r = -ENOENT;
 	} else {
@@ -1923,7 +1962,8 @@ static void pcpu_balance_free(struct pk_arena *a, struct pk_pcpu *p, int empty_o
 	for (co = first; co; co = no) {
 		c = pk_chunk(a, co);
 		no = c->next;
-		if (co == first)
+		/* the first chunk (immutable) can be fully free when nothing is static */
+		if (co == first || c->immutable)
 			continue;
 		if (!empty_only || c->nr_empty_pop_pages == 0) {
 			list_del_chunk(a, p, c);
@@ -2182,7 +2222,7 @@ int pk_pcpu_check(struct pk_arena *a, struct pk_pcpu *p, char *msg, size_t len)
 		goto out;
 	for_each_chunk(a, p, c) {
 		uint64_t *map = alloc_map(c);
-		int largest, left, right, first, n = 0, zeros, b;
+		int largest, left, right, first, n = 0, zeros, b, rs, re;
 		uint64_t co = pk_chunk_off(a, c);
 
 		if (++seen > 1u << 20)
@@ -2207,8 +2247,14 @@ int pk_pcpu_check(struct pk_arena *a, struct pk_pcpu *p, char *msg, size_t len)
 			usage[g] += pk_pcpu_obj_full_size(
 				p, (uint64_t)(find_next_bit(bound_map(c), c->map_bits, b + 1) - b) * 4);
 		}
-		/* block hints: exact contig/left/right, free hint regions */
-		n = 0;
+		/*
+		 * Block hints: never above the bitmap, hint regions free.  A live
+		 * holder of the mutex may be populating its new area: those pages
+		 * hold allocated bits before they are populated, and were counted
+		 * out of nr_empty_pop_pages ahead of time.
+		 */
+		rs = re = 0;
+		n = -inflight_unpopulated(a, p, c, &rs, &re);
 		for (i = 0; i < c->nr_pages; i++) {
 			struct pk_block_md *blk = md_blocks(c) + i;
 			int s = i * PCPU_BITMAP_BLOCK_BITS;
@@ -2235,7 +2281,7 @@ int pk_pcpu_check(struct pk_arena *a, struct pk_pcpu *p, char *msg, size_t len)
 				     (unsigned long long)co, i, blk->first_free, first - s);
 			if (largest == PCPU_BITMAP_BLOCK_BITS && test_bit(i, populated(c)))
 				n++;
-			if (!test_bit(i, populated(c)) && largest != PCPU_BITMAP_BLOCK_BITS)
+			if (!test_bit(i, populated(c)) && largest != PCPU_BITMAP_BLOCK_BITS && (i < rs || i >= re))
 				FAIL("chunk %#llx: unpopulated page %d holds allocated bits",
 				     (unsigned long long)co, i);
 		}

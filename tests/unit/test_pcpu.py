@@ -370,3 +370,37 @@ def test_memcg_nested_activation_and_other_charges(domain: percpu.Domain) -> Non
         percpu.memcg.Group("a", 5)
     K.free_percpu(p)
     K.free_percpu(q)
+
+
+def test_an_empty_first_chunk_is_never_destroyed(make_domain) -> None:
+    # No static and no reserved region: the first chunk covers the whole unit and
+    # can sit on the free slot; the balance work must spare it (review finding).
+    dom = percpu.Domain.create(size=16 << 20, nr_cpus=2, pcpu_static_size=0, pcpu_reserved_size=0,
+                               pcpu_dyn_size=32768)
+    try:
+        with dom:
+            first = [K.__alloc_percpu(4096, 4096) for _ in range(8)]  # fills the first chunk
+            other = K.__alloc_percpu(4096, 4096)  # a second chunk
+            for p in first:
+                K.free_percpu(p)
+            K.free_percpu(other)
+            work.flush(10)
+            pcpu.balance()
+            pcpu.balance()
+            i = pcpu.info()
+            assert i["nr_chunks"] >= 1 and [c["label"] for c in pcpu.chunks()].count("first") == 1
+            dom.check()
+            assert K.__alloc_percpu(16, 4) is not None
+            blocks_match(dom)
+    finally:
+        dom.close()
+        dom.unlink()
+
+
+def test_allocation_in_a_removed_group_raises(domain: percpu.Domain) -> None:
+    g = percpu.memcg.Group("gone", 1 << 20)
+    with g:
+        g.remove()
+        with pytest.raises(percpu.errors.NoEntry, match="removed"):
+            K.__alloc_percpu(8, 8)
+    assert pcpu.info()["nr_cur_alloc"] == 0
