@@ -189,6 +189,7 @@ struct pk_pcpu {
 	int32_t warn_limit;		/* atomic */
 	uint32_t balance_tid;		/* atomic: who has balance work queued */
 	uint32_t pad;
+	uint64_t balance_ns;		/* atomic: when (CLOCK_MONOTONIC) it was queued */
 	uint64_t recoveries;
 	uint64_t nr_balance_runs, nr_pages_populated, nr_pages_depopulated;
 	uint64_t nr_chunks_created, nr_chunks_destroyed;

@@ -404,3 +404,24 @@ def test_allocation_in_a_removed_group_raises(domain: percpu.Domain) -> None:
         with pytest.raises(percpu.errors.NoEntry, match="removed"):
             K.__alloc_percpu(8, 8)
     assert pcpu.info()["nr_cur_alloc"] == 0
+
+
+def test_a_balance_claim_that_never_ran_is_taken_over(make_domain) -> None:
+    import time
+
+    dom = make_domain(size=16 << 20, nr_cpus=2)
+    dom.arena.pcpu_setup()
+    _core.pcpu_set_hook(lambda *args: None)  # the queued work is dropped (its process "closed" the domain)
+    try:
+        pcpu.alloc(32768, 4096, gfp=K.GFP_NOWAIT | 0x2000)  # fails: schedules balance work
+    finally:
+        _core.pcpu_set_hook(pcpu.allocator._core_event)
+    assert pcpu.info()["balance_tid"] != 0
+    runs = pcpu.info()["nr_balance_runs"]
+    pcpu.alloc(32768, 4096, gfp=K.GFP_NOWAIT | 0x2000)  # claimed a moment ago: not queued again
+    work.flush(10)
+    assert pcpu.info()["nr_balance_runs"] == runs
+    time.sleep(1.1)
+    pcpu.alloc(32768, 4096, gfp=K.GFP_NOWAIT | 0x2000)  # a stale claim is taken over
+    work.flush(10)
+    assert pcpu.info()["nr_balance_runs"] > runs
