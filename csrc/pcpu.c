@@ -222,8 +222,6 @@ static int pcpu_chunk_slot(const struct pk_pcpu *p, const struct pk_pcpu_chunk *
 /* Doubly linked slot lists of chunk offsets, heads in struct pk_pcpu. */
 static void list_del_chunk(struct pk_arena *a, struct pk_pcpu *p, struct pk_pcpu_chunk *c)
 {
-	uint64_t off = pk_chunk_off(a, c);
-
 	if (c->slot < 0)
 		return;
 	if (c->prev)
@@ -234,7 +232,6 @@ static void list_del_chunk(struct pk_arena *a, struct pk_pcpu *p, struct pk_pcpu
 		pk_chunk(a, c->next)->prev = c->prev;
 	else
 		p->slots[c->slot].last = c->prev;
-	(void)off;
 	c->next = c->prev = 0;
 	c->slot = -1;
 }

@@ -248,17 +248,11 @@ def __alloc_reserved_percpu(size: int, align: int) -> int | None:
 
 def alloc_percpu(size: int) -> int | None:
     """``alloc_percpu(type)`` with the type's size: aligned naturally, at most 8 bytes."""
-    align = 1
-    while align < 8 and size > 0 and size % (align * 2) == 0:
-        align *= 2
-    return current_domain().arena.pcpu_alloc(size, align)
+    return current_domain().arena.pcpu_alloc(size, _pcpu.natural_align(size))
 
 
 def alloc_percpu_gfp(size: int, gfp: int) -> int | None:
-    align = 1
-    while align < 8 and size > 0 and size % (align * 2) == 0:
-        align *= 2
-    return _pcpu.alloc(size, align, gfp=gfp)
+    return _pcpu.alloc(size, _pcpu.natural_align(size), gfp=gfp)
 
 
 def free_percpu(ptr: int | None) -> None:

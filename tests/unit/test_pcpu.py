@@ -133,11 +133,9 @@ def test_allocations_are_zeroed_on_every_cpu(domain: percpu.Domain) -> None:
 
 
 def test_reserved_allocations_use_the_reserved_chunk(domain: percpu.Domain) -> None:
-    i = pcpu.info()
     r = K.__alloc_reserved_percpu(64, 8)
     n = K.__alloc_percpu(64, 8)
-    first = i["first_block"] if i["first_block"] else pcpu.info()["first_block"]
-    static = pcpu.info()["static_size"]
+    first, static = pcpu.info()["first_block"], pcpu.info()["static_size"]
     assert first + static <= r < first + static + 8192
     assert n >= first + static + 8192
     # the reserved chunk serves only reserved requests: fill it

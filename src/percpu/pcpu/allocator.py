@@ -57,6 +57,15 @@ GFP_NOWAIT = __GFP_KSWAPD_RECLAIM
 GFP_ATOMIC = __GFP_HIGH | __GFP_KSWAPD_RECLAIM
 
 
+def natural_align(size: int) -> int:
+    """``alloc_percpu(type)``'s alignment for a type of ``size`` bytes: the largest
+    power of two dividing it, at most 8, at least ``PCPU_MIN_ALLOC_SIZE``."""
+    a = 1
+    while a < 8 and size > 0 and size % (a * 2) == 0:
+        a *= 2
+    return max(a, PCPU_MIN_ALLOC_SIZE)
+
+
 def _domain(domain: Domain | None) -> Domain:
     return current_domain() if domain is None else domain
 

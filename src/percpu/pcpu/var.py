@@ -19,8 +19,11 @@ so every process of it sees them; a name makes them attachable.
 Context: every method may be called from any process and thread of the
 domain.  ``PerCpu.set`` is a plain store, as ``this_cpu_write`` is: two
 processes acting as the same CPU may race on it; ``PerCpuCounter.add`` is
-atomic.  Nothing here reads a page that is not populated: an access first
-checks that the area is live (a freed variable raises ``EINVAL``).
+atomic.  Nothing here reads a page that is not populated: every ``PerCpu``
+access and ``PerCpuCounter.sum``/``read`` first checks that the area is live
+(a freed variable raises ``EINVAL``).  ``PerCpuCounter.add`` checks only its
+own handle, to stay one atomic: a handle in another process used after the
+counter was freed is the kernel's use-after-free.
 """
 
 from __future__ import annotations
@@ -45,13 +48,6 @@ _F_STATIC = 1
 _MAX_FMT = 200
 
 
-def _natural_align(size: int) -> int:
-    a = 1
-    while a < 8 and size % (a * 2) == 0:
-        a *= 2
-    return max(a, _alloc.PCPU_MIN_ALLOC_SIZE)
-
-
 class _Type:
     """A value type: a ``struct`` format, or a numpy dtype."""
 
@@ -67,7 +63,7 @@ class _Type:
             except struct.error as e:
                 raise InvalidArgument(f"bad struct format {spec!r}: {e}") from None
             self.size = self.st.size
-            self.align = _natural_align(self.size)
+            self.align = _alloc.natural_align(self.size)
             self.text = "st:" + spec
             self.single = len(self.st.unpack(bytes(self.size))) == 1
         else:
@@ -407,8 +403,11 @@ def _read_desc(dom: Domain, desc: int) -> tuple[int, int, _Type]:
 
 
 def _unregister(dom: Domain, name: str, desc: int) -> None:
+    """Drop ``name`` if it still names our descriptor ``desc`` (not a later object of that name)."""
     try:
-        e = dom.unregister(name)
+        if dom.lookup(name).offset != desc:
+            return
+        dom.unregister(name)
     except NoEntry:
         return
-    dom.kfree(e.offset if e.offset else desc)
+    dom.kfree(desc)
