@@ -39,6 +39,7 @@
 #include "freelist.h"
 #include "lock.h"
 #include "pcpu.h"
+#include "memalloc.h"
 #include "rcu.h"
 
 static struct PyModuleDef core_module;
@@ -48,6 +49,7 @@ typedef struct {
 	PyTypeObject *lock_type;
 	PyTypeObject *freelist_type;
 	PyTypeObject *counter_type;
+	PyTypeObject *ma_type;
 } core_state;
 
 typedef struct {
@@ -832,6 +834,7 @@ static PyObject *arena_rcu_info(ArenaObject *self, PyObject *unused);
 static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #include "_core_pcpu.inc"
+#include "_core_memalloc.inc"
 
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
@@ -885,6 +888,7 @@ static PyMethodDef arena_methods[] = {
 	{ "rcu_info", (PyCFunction)arena_rcu_info, METH_NOARGS, "RCU state and readers." },
 	{ "rcu_stat_add", FAST(rcu_stat_add), "rcu_stat_add(name, flavour, delta)" },
 	PCPU_ARENA_METHODS
+	MA_ARENA_METHODS
 	{ NULL }
 };
 
@@ -1288,6 +1292,11 @@ static PyObject *core_nmi_exit(PyObject *m, PyObject *u)
 		return raise_errno(EINVAL, "nmi_exit() outside NMI context");
 	nmi_depth--;
 	Py_RETURN_NONE;
+}
+
+static inline int core_in_nmi_ctx(void)
+{
+	return nmi_depth > 0;
 }
 
 static PyObject *core_in_nmi(PyObject *m, PyObject *u)
@@ -2258,6 +2267,7 @@ static PyMethodDef core_methods[] = {
 	  "kzalloc(size) -> offset | None, in the current domain." },
 	{ "kfree", (PyCFunction)(void (*)(void))core_kfree, METH_FASTCALL,
 	  "kfree(ptr): free an allocation of the current domain; kfree(0) does nothing." },
+	MA_MODULE_METHODS
 	{ "pcpu_set_hook", core_pcpu_set_hook, METH_O,
 	  "pcpu_set_hook(callable | None): receives the per-CPU allocator's events." },
 	{ "memcg_set_active", core_memcg_set_active, METH_VARARGS,
@@ -2311,6 +2321,9 @@ static int core_exec(PyObject *m)
 	st->freelist_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &freelist_spec, NULL);
 	if (st->freelist_type == NULL || PyModule_AddType(m, st->freelist_type) < 0)
 		return -1;
+	st->ma_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ma_spec, NULL);
+	if (st->ma_type == NULL || PyModule_AddType(m, st->ma_type) < 0)
+		return -1;
 	st->counter_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &counter_spec, NULL);
 	if (st->counter_type == NULL || PyModule_AddType(m, st->counter_type) < 0)
 		return -1;
@@ -2353,6 +2366,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->lock_type);
 	Py_VISIT(st->freelist_type);
 	Py_VISIT(st->counter_type);
+	Py_VISIT(st->ma_type);
 	return 0;
 }
 
@@ -2364,6 +2378,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->lock_type);
 	Py_CLEAR(st->freelist_type);
 	Py_CLEAR(st->counter_type);
+	Py_CLEAR(st->ma_type);
 	return 0;
 }
 
