@@ -797,6 +797,7 @@ static void init_cache(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache
 	pk_ma_watermarks(unit_size, percpu, &c->low_watermark, &c->high_watermark, &c->batch);
 	c->cpu = cpu;
 	c->idx = idx;
+	c->ma_off = (uint64_t)((char *)ma - e->a->base);
 	c->tgt = COFF(e, c);
 	__atomic_store_n(&c->unit_size, unit_size, __ATOMIC_RELEASE);
 }
@@ -900,6 +901,25 @@ uint64_t pk_ma_obj_cache(struct pk_arena *a, const struct pk_ma *ma, uint64_t pt
 	if (!pk_ma_cache_at(a->base, hint)->unit_size)
 		return 0;
 	return hint;
+}
+
+uint64_t pk_ma_of_obj(struct pk_arena *a, uint64_t ptr)
+{
+	uint64_t data_lo = (uint64_t)pk_hdr(a)->meta_pages << PK_PAGE_SHIFT, hint, moff;
+	struct pk_ma *ma;
+
+	if (ptr % 8 || ptr < data_lo + PK_MA_NODE_SZ || ptr >= a->size)
+		return 0;
+	hint = READ_ONCE64(a->base + ptr - PK_MA_NODE_SZ);
+	if (hint % 8 || hint < data_lo || hint > a->size - sizeof(struct pk_ma_cache))
+		return 0;
+	moff = READ_ONCE64(&pk_ma_cache_at(a->base, hint)->ma_off);
+	if (moff % 8 || moff < data_lo || moff > a->size - sizeof(struct pk_ma))
+		return 0;
+	ma = (struct pk_ma *)(a->base + moff);
+	if (READ_ONCE64(&ma->magic) != PK_MA_MAGIC || pk_ma_obj_cache(a, ma, ptr) != hint)
+		return 0;
+	return moff;
 }
 
 uint64_t pk_ma_alloc(struct pk_ma_env *e, struct pk_ma *ma, uint32_t cpu, uint64_t size)

@@ -117,7 +117,8 @@ struct pk_ma_cache {
 	uint64_t nr_free_bulk;		/* objects trimmed by free_bulk */
 	uint64_t nr_empty;		/* unit_alloc found free_llist empty */
 	uint64_t nr_busy;		/* NMI: cache busy (alloc NULL / free to extra) */
-	uint64_t nr_gp[2];		/* RCU, Tasks Trace waits started */
+	uint32_t nr_gp[2];		/* RCU, Tasks Trace waits started */
+	uint64_t ma_off;		/* the allocator (for bpf_mem_cache_raw_free) */
 	uint64_t nr_recovered;		/* dead holders repaired after */
 };
 
@@ -203,6 +204,8 @@ uint64_t pk_ma_cache_alloc(struct pk_ma_env *e, struct pk_ma *ma, uint32_t cpu, 
 int pk_ma_free(struct pk_ma_env *e, struct pk_ma *ma, uint32_t cpu, uint64_t ptr, int rcu,
 	       int cache_flavour);
 int pk_ma_raw_free(struct pk_ma_env *e, struct pk_ma *ma, uint64_t ptr);
+/* The allocator an allocated object belongs to (its offset), or 0. */
+uint64_t pk_ma_of_obj(struct pk_arena *a, uint64_t ptr);
 /* The owning cache of an allocated object, or 0. */
 uint64_t pk_ma_obj_cache(struct pk_arena *a, const struct pk_ma *ma, uint64_t ptr);
 

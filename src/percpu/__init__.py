@@ -8,6 +8,7 @@ own names are in :mod:`percpu.kernel`.
 
 from percpu import errors, memcg
 from percpu.freelist import PcpuFreelist
+from percpu.memalloc import BpfMemAlloc
 from percpu.pcpu import PerCpu, PerCpuCounter, define_per_cpu
 from percpu.runtime import rcu
 from percpu.runtime.context import in_nmi, nmi, signal
@@ -23,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "BpfMemAlloc",
     "Domain",
     "Kthread",
     "PcpuFreelist",

@@ -18,6 +18,8 @@ from typing import Any
 
 from percpu import _core
 from percpu.freelist import PcpuFreelist
+from percpu.memalloc import BpfMemAlloc
+from percpu.memalloc import check_size as _ma_check_size
 from percpu.pcpu import allocator as _pcpu
 from percpu.pcpu.allocator import GFP_ATOMIC as GFP_ATOMIC
 from percpu.pcpu.allocator import GFP_KERNEL as GFP_KERNEL
@@ -53,6 +55,20 @@ __all__ = [
     "per_cpu_ptr",
     "percpu_stats",
     "this_cpu_ptr",
+    "bpf_mem_alloc",
+    "bpf_mem_alloc_check_size",
+    "bpf_mem_alloc_destroy",
+    "bpf_mem_alloc_init",
+    "bpf_mem_alloc_percpu_init",
+    "bpf_mem_alloc_percpu_unit_init",
+    "bpf_mem_cache_alloc",
+    "bpf_mem_cache_alloc_flags",
+    "bpf_mem_cache_free",
+    "bpf_mem_cache_free_rcu",
+    "bpf_mem_cache_idx",
+    "bpf_mem_cache_raw_free",
+    "bpf_mem_free",
+    "bpf_mem_free_rcu",
     "__pcpu_freelist_pop",
     "__pcpu_freelist_push",
     "pcpu_freelist_destroy",
@@ -225,6 +241,72 @@ def pcpu_freelist_pop(s: PcpuFreelist) -> int | None:
 # handlers, which never run inside the C push/pop, so both spellings are one function.
 __pcpu_freelist_push = pcpu_freelist_push
 __pcpu_freelist_pop = pcpu_freelist_pop
+
+
+# ---- the BPF memory allocator (percpu.memalloc) ---------------------------------------
+#
+# The kernel's init functions fill a caller's struct and return 0 or -errno; here
+# they return the allocator (``ma``) and raise the errno.
+
+
+def bpf_mem_alloc_init(size: int, percpu: bool) -> BpfMemAlloc:
+    """``bpf_mem_alloc_init(ma, size, percpu)``: size 0 gives all 11 buckets."""
+    return BpfMemAlloc(size, percpu)
+
+
+def bpf_mem_alloc_percpu_init(objcg: Any = None) -> BpfMemAlloc:
+    """``bpf_mem_alloc_percpu_init(ma, objcg)``: per-CPU, all buckets, none set up yet."""
+    return BpfMemAlloc.percpu_init(objcg)
+
+
+def bpf_mem_alloc_percpu_unit_init(ma: BpfMemAlloc, size: int) -> int:
+    """Set up the bucket of ``size`` on every CPU (idempotent); ``EINVAL`` raises."""
+    ma.percpu_unit_init(size)
+    return 0
+
+
+def bpf_mem_alloc_destroy(ma: BpfMemAlloc) -> None:
+    ma.destroy()
+
+
+def bpf_mem_alloc_check_size(percpu: bool, size: int) -> int:
+    """0, or ``-E2BIG`` (returned, as the kernel returns it)."""
+    return _ma_check_size(percpu, size)
+
+
+def bpf_mem_alloc(ma: BpfMemAlloc, size: int) -> int | None:
+    return ma.alloc(size)
+
+
+def bpf_mem_free(ma: BpfMemAlloc, ptr: int | None) -> None:
+    ma.free(ptr)
+
+
+def bpf_mem_free_rcu(ma: BpfMemAlloc, ptr: int | None) -> None:
+    ma.free_rcu(ptr)
+
+
+# The two calls of the fast path are the C entry points themselves (no Python frame).
+bpf_mem_cache_alloc: Callable[[BpfMemAlloc], int | None] = _core.bpf_mem_cache_alloc
+bpf_mem_cache_free: Callable[[BpfMemAlloc, int | None], None] = _core.bpf_mem_cache_free
+
+
+def bpf_mem_cache_free_rcu(ma: BpfMemAlloc, ptr: int | None) -> None:
+    ma.cache_free_rcu(ptr)
+
+
+def bpf_mem_cache_alloc_flags(ma: BpfMemAlloc, flags: int) -> int | None:
+    """With ``flags == GFP_KERNEL``, an empty cache falls back to kmalloc (may block)."""
+    return ma.cache_alloc_flags(flags == GFP_KERNEL)
+
+
+def bpf_mem_cache_raw_free(ptr: int | None) -> None:
+    """Straight back to kmalloc; the caller has waited for a Tasks Trace grace period."""
+    current_domain().arena.ma_raw_free(ptr)
+
+
+def bpf_mem_cache_idx(size: int) -> int:
+    return int(_core.bpf_mem_cache_idx(size))
 
 
 # ---- the per-CPU allocator (percpu.pcpu) ---------------------------------------------
