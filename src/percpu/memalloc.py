@@ -345,8 +345,12 @@ def _poll(ma: BpfMemAlloc, cache: int) -> None:
     dom = ma.domain
     if dom.closed:
         return
-    with dom, rcu.read_lock():  # the caches outlive this section (destroy frees them after a GP)
-        ma._poll(cache)
+    with dom:
+        _core.rcu_read_lock()  # the caches outlive this section (destroy frees them after a GP)
+        try:
+            ma._poll(cache)
+        finally:
+            _core.rcu_read_unlock()
 
 
 def _core_event(kind: str, ma: BpfMemAlloc, cache: int) -> None:

@@ -17,6 +17,7 @@ import click
 
 from percpu.cli.domain import domain
 from percpu.cli.freelist import freelist
+from percpu.cli.memalloc import memalloc
 from percpu.cli.pcpu import pcpu
 from percpu.cli.rcu import rcu
 from percpu.cli.render import Options, fail
@@ -154,4 +155,5 @@ cli.add_command(topology)
 cli.add_command(domain)
 cli.add_command(rcu)
 cli.add_command(freelist)
+cli.add_command(memalloc)
 cli.add_command(pcpu)
