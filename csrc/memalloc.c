@@ -316,6 +316,16 @@ static inline void move_unlock(struct pk_ma *ma)
 	pk_lock_release(&ma->move_lock);
 }
 
+void pk_ma_lock_cache(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off)
+{
+	cache_lock(e, ma, CACHE(e, cache_off));
+}
+
+void pk_ma_unlock_cache(struct pk_ma_env *e, uint64_t cache_off)
+{
+	cache_unlock(CACHE(e, cache_off));
+}
+
 /* ---- the backend: kmalloc, or kmalloc + pcpu_alloc ------------------------------- */
 
 static uint64_t charge_size(struct pk_ma_env *e, uint64_t size)
@@ -472,7 +482,7 @@ static uint64_t unit_alloc(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_c
 	while (tries--) {
 		if (e->nmi) {
 			if (!cache_trylock(e, ma, c)) {
-				__atomic_fetch_add(&c->nr_busy, 1, __ATOMIC_RELAXED);
+				__atomic_fetch_add(&c->nr_empty, 1, __ATOMIC_RELAXED);
 				irq_work_raise(e, ma, c);	/* cnt stays 0 < low_watermark */
 				return 0;	/* nested: the kernel's active != 1 */
 			}
@@ -487,7 +497,7 @@ static uint64_t unit_alloc(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_c
 			c->nr_alloc++;
 		} else {
 			cnt = 0;
-			c->nr_empty++;
+			__atomic_fetch_add(&c->nr_empty, 1, __ATOMIC_RELAXED);
 		}
 		cache_unlock(c);
 		if (cnt < c->low_watermark)
@@ -1040,7 +1050,8 @@ static void outstanding(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stat
 
 	for (off = ma->caches_off; off < ma->caches_off + ma->caches_size; off += PK_MA_CACHE_STRIDE) {
 		alloc += CACHE(e, off)->nr_alloc;
-		freed += CACHE(e, off)->nr_free;
+		/* nr_busy: frees that found the cache busy and went to an extra list */
+		freed += CACHE(e, off)->nr_free + __atomic_load_n(&CACHE(e, off)->nr_busy, __ATOMIC_RELAXED);
 	}
 	alloc += __atomic_load_n(&ma->direct, __ATOMIC_RELAXED);
 	freed += __atomic_load_n(&ma->raw_freed, __ATOMIC_RELAXED);
@@ -1100,10 +1111,10 @@ int pk_ma_check(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st, c
 			}
 		}
 		if (c->xfer_head)
-			st->in_flight++;
+			st->in_flight += c->xfer_n ? c->xfer_n : chain_len(e, c->xfer_head);
 	}
 	if (!err && ma->st_head)
-		st->in_flight++;
+		st->in_flight += ma->st_n ? ma->st_n : chain_len(e, ma->st_head);
 	if (!err) {
 		qsort(all, n, sizeof(*all), cmp_u64);
 		for (k = 1; k < n; k++)

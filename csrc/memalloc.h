@@ -115,8 +115,8 @@ struct pk_ma_cache {
 	uint64_t nr_refill;		/* bpf_mem_refill runs */
 	uint64_t nr_alloc_bulk;		/* objects added by alloc_bulk (reused + new) */
 	uint64_t nr_free_bulk;		/* objects trimmed by free_bulk */
-	uint64_t nr_empty;		/* unit_alloc found free_llist empty */
-	uint64_t nr_busy;		/* NMI: cache busy (alloc NULL / free to extra) */
+	uint64_t nr_empty;		/* unit_alloc returned NULL (empty, or busy in NMI), atomic */
+	uint64_t nr_busy;		/* frees that found the cache busy: to an extra list, atomic */
 	uint32_t nr_gp[2];		/* RCU, Tasks Trace waits started */
 	uint64_t ma_off;		/* the allocator (for bpf_mem_cache_raw_free) */
 	uint64_t nr_recovered;		/* dead holders repaired after */
@@ -211,6 +211,9 @@ uint64_t pk_ma_obj_cache(struct pk_arena *a, const struct pk_ma *ma, uint64_t pt
 
 /* bpf_mem_refill(c) in normal context; also finishes grace periods that ended. */
 void pk_ma_refill(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
+/* A cache's lock with the dead-holder repair (for snapshots). */
+void pk_ma_lock_cache(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
+void pk_ma_unlock_cache(struct pk_ma_env *e, uint64_t cache_off);
 /* The grace-period callbacks of one cache, if their cookies passed. */
 void pk_ma_poll(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
 

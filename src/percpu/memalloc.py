@@ -252,7 +252,7 @@ class BpfMemAlloc(_core.MemAlloc):
                 tot[k] += ci[k]
         tot["created"] = info["created"]
         tot["released"] = info["released"]
-        tot["outstanding"] = tot["nr_alloc"] + info["direct"] - tot["nr_free"] - info["raw_freed"]
+        tot["outstanding"] = tot["nr_alloc"] + info["direct"] - tot["nr_free"] - tot["nr_busy"] - info["raw_freed"]
         return tot
 
     # ---- destroy ---------------------------------------------------------------------------

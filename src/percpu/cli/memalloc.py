@@ -56,8 +56,10 @@ def _collect(domain: str | None, only: str | None, cpu: int | None = None) -> li
                 except OSError as err:
                     chk, problem = None, str(err)
                 caches = [c for c in info["caches"] if cpu is None or c["cpu"] == cpu]
-                totals = {k: sum(c[k] for c in info["caches"]) for k in (*LISTS, "free_cnt", "nr_alloc", "nr_free")}
-                outstanding = totals["nr_alloc"] + info["direct"] - totals["nr_free"] - info["raw_freed"]
+                totals = {k: sum(c[k] for c in info["caches"]) for k in (*LISTS, "free_cnt", "nr_alloc", "nr_free",
+                                                                 "nr_busy")}
+                outstanding = (totals["nr_alloc"] + info["direct"] - totals["nr_free"] - totals["nr_busy"]
+                               - info["raw_freed"])
                 out.append({
                     "domain": dname,
                     "name": e.name,
