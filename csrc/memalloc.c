@@ -1131,28 +1131,50 @@ int pk_ma_check(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st, c
 	return err;
 }
 
-/* Objects whose header names one of @ma's caches: allocated and never freed. */
-static int find_leaks(struct pk_ma_env *e, struct pk_ma *ma, uint64_t *out, int max)
+/*
+ * Objects whose header names one of @ma's caches of the object's own kmalloc
+ * class: allocated and never freed.  Records the first @max and clears every
+ * header, so that no allocator later placed at the same offset can take them
+ * for its own.  Returns how many were found.
+ */
+static uint64_t find_leaks(struct pk_ma_env *e, struct pk_ma *ma, uint64_t *out, int max, int *nout)
 {
 	struct pk_header *h = pk_hdr(e->a);
+	uint64_t found = 0;
 	uint32_t pg, i;
-	int n = 0;
 
-	for (pg = h->meta_pages; pg < h->nr_pages && n < max; pg++) {
+	*nout = 0;
+	for (pg = h->meta_pages; pg < h->nr_pages; pg++) {
 		struct pk_page_desc *d = pk_desc(e->a, pg);
-		uint64_t base = (uint64_t)pg << PK_PAGE_SHIFT, size;
+		uint64_t base = (uint64_t)pg << PK_PAGE_SHIFT, size, obj, hint;
+		uint32_t nobj;
 
 		if (d->type == PK_PG_SLAB) {
 			size = h->classes[d->cls].size;
-			for (i = 0; i < d->bump && n < max; i++)
-				if (pk_ma_obj_cache(e->a, ma, base + i * size + PK_MA_NODE_SZ))
-					out[n++] = base + i * size + PK_MA_NODE_SZ;
+			nobj = d->bump;
 		} else if (d->type == PK_PG_HEAD) {
-			if (base != ma->caches_off && pk_ma_obj_cache(e->a, ma, base + PK_MA_NODE_SZ))
-				out[n++] = base + PK_MA_NODE_SZ;
+			size = (uint64_t)d->next << PK_PAGE_SHIFT;
+			nobj = base == ma->caches_off ? 0 : 1;
+		} else {
+			continue;
+		}
+		for (i = 0; i < nobj; i++) {
+			struct pk_ma_cache *c;
+
+			obj = base + i * size;
+			hint = pk_ma_obj_cache(e->a, ma, obj + PK_MA_NODE_SZ);
+			if (!hint)
+				continue;
+			c = CACHE(e, hint);
+			if (charge_size(e, c->percpu_size ? c->percpu_size : c->unit_size) != size)
+				continue;	/* not an object of that cache's class: someone else's word */
+			if (*nout < max)
+				out[(*nout)++] = obj + PK_MA_NODE_SZ;
+			SET_LINK(e, obj, 0);
+			found++;
 		}
 	}
-	return n;
+	return found;
 }
 
 /* drain_mem_cache(): the lists that need no grace period go back now. */
@@ -1211,7 +1233,9 @@ int pk_ma_destroy(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st,
 			st->on_list[l] += chain_len(e, READ_ONCE64(list_head(c, l)));
 	}
 	outstanding(e, ma, st);
-	*nleaks = st->outstanding ? find_leaks(e, ma, leaks, nleak) : 0;
+	*nleaks = 0;
+	if (st->outstanding)
+		find_leaks(e, ma, leaks, nleak, nleaks);
 	ma->deferred = dfirst;
 	if (dfirst) {
 		ma->deferred_cookie[0] = gp_cookie(e, PK_RCU_TRACE);
