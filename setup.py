@@ -29,7 +29,7 @@ setup(
         Extension(
             "percpu._core",
             sources=sorted(glob.glob("csrc/*.c")),
-            depends=sorted(glob.glob("csrc/*.h")),
+            depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/*.inc")),
             include_dirs=["csrc"],
             extra_compile_args=cflags,
             extra_link_args=ldflags,

@@ -274,25 +274,13 @@ def bpf_mem_alloc_check_size(percpu: bool, size: int) -> int:
     return _ma_check_size(percpu, size)
 
 
-def bpf_mem_alloc(ma: BpfMemAlloc, size: int) -> int | None:
-    return ma.alloc(size)
-
-
-def bpf_mem_free(ma: BpfMemAlloc, ptr: int | None) -> None:
-    ma.free(ptr)
-
-
-def bpf_mem_free_rcu(ma: BpfMemAlloc, ptr: int | None) -> None:
-    ma.free_rcu(ptr)
-
-
-# The two calls of the fast path are the C entry points themselves (no Python frame).
+# The allocation and free calls are the C entry points themselves (no Python frame).
+bpf_mem_alloc: Callable[[BpfMemAlloc, int], int | None] = _core.bpf_mem_alloc
+bpf_mem_free: Callable[[BpfMemAlloc, int | None], None] = _core.bpf_mem_free
+bpf_mem_free_rcu: Callable[[BpfMemAlloc, int | None], None] = _core.bpf_mem_free_rcu
 bpf_mem_cache_alloc: Callable[[BpfMemAlloc], int | None] = _core.bpf_mem_cache_alloc
 bpf_mem_cache_free: Callable[[BpfMemAlloc, int | None], None] = _core.bpf_mem_cache_free
-
-
-def bpf_mem_cache_free_rcu(ma: BpfMemAlloc, ptr: int | None) -> None:
-    ma.cache_free_rcu(ptr)
+bpf_mem_cache_free_rcu: Callable[[BpfMemAlloc, int | None], None] = _core.bpf_mem_cache_free_rcu
 
 
 def bpf_mem_cache_alloc_flags(ma: BpfMemAlloc, flags: int) -> int | None:

@@ -14,10 +14,13 @@ from percpu.memalloc import BpfMemAlloc
 def test_memalloc_show_and_ls(make_domain):
     dom = make_domain(size=8 << 20, nr_cpus=2)
     ma = BpfMemAlloc(48, name="cli.ma")
+    reader = percpu.rcu.read_lock_trace()
+    reader.__enter__()  # a Tasks Trace reader: the free_rcu'd object cannot reach kmalloc yet
     with percpu.on_cpu(1):
         held = [ma.cache_alloc() for _ in range(3)]
         ma.cache_free_rcu(held.pop())
     res = CliRunner().invoke(cli, ["-j", "memalloc", "show", "cli.ma", "-d", dom.name])
+    reader.__exit__(None, None, None)
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["check"] == "ok" and data["outstanding"] == 2 and data["flavour"] == "size 48"
