@@ -30,6 +30,7 @@ self-IPI fires as soon as interrupts are enabled again); in NMI context
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -341,7 +342,8 @@ def _refill_work(ma: BpfMemAlloc, cache: int) -> None:
     ma._refill(cache)
 
 
-def _poll(ma: BpfMemAlloc, cache: int) -> None:
+def _poll(ma: BpfMemAlloc, cache: int, key: tuple[int, int, int, str]) -> None:
+    _pending.discard(key)
     dom = ma.domain
     if dom.closed:
         return
@@ -353,19 +355,36 @@ def _poll(ma: BpfMemAlloc, cache: int) -> None:
             _core.rcu_read_unlock()
 
 
+# One queued callback per (domain, allocator, cache, flavour) at a time: a cache
+# that starts a new wait while its callback is queued is polled by that callback.
+_pending: set[tuple[int, int, int, str]] = set()
+
+
 def _core_event(kind: str, ma: BpfMemAlloc, cache: int) -> None:
     dom = ma.domain
     if kind == "refill":
-        key = (id(dom), ma.off, cache)
+        wkey = (id(dom), ma.off, cache)
         with _works_lock:
-            w = _works.get(key)
+            w = _works.get(wkey)
             if w is None:
-                w = _works[key] = IrqWork(lambda: _refill_work(ma, cache))
+                w = _works[wkey] = IrqWork(lambda: _refill_work(ma, cache))
         w.queue()
-    elif kind == "rcu":
-        rcu.call(lambda: _poll(ma, cache), rcu.RCU, dom)
+        return
+    key = (id(dom), ma.off, cache, kind)
+    if key in _pending:
+        return
+    _pending.add(key)
+    if kind == "rcu":
+        rcu.call(lambda: _poll(ma, cache, key), rcu.RCU, dom)
     elif kind == "ttrace":
-        _after_gps(dom, lambda: _poll(ma, cache))
+        _after_gps(dom, lambda: _poll(ma, cache, key))
 
 
+def _after_fork_child() -> None:
+    # Callbacks and irq_work items are per process: the child has none queued.
+    _pending.clear()
+    _works.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_child)
 _core.ma_set_hook(_core_event)
