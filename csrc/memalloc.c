@@ -770,12 +770,15 @@ static void poll_callbacks(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_c
 	}
 }
 
-void pk_ma_poll(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off)
+int pk_ma_poll(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off)
 {
 	struct pk_ma_cache *c = CACHE(e, cache_off);
 
-	if (c->unit_size && !READ_ONCE32(&c->draining))
-		poll_callbacks(e, ma, c);
+	if (!c->unit_size || READ_ONCE32(&c->draining))
+		return 0;
+	poll_callbacks(e, ma, c);
+	/* still waiting: the caller queues another callback */
+	return (READ_ONCE64(&c->waiting_for_gp) ? 1 : 0) | (READ_ONCE64(&c->waiting_for_gp_ttrace) ? 2 : 0);
 }
 
 static void bpf_mem_refill(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache *c)

@@ -214,8 +214,9 @@ void pk_ma_refill(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
 /* A cache's lock with the dead-holder repair (for snapshots). */
 void pk_ma_lock_cache(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
 void pk_ma_unlock_cache(struct pk_ma_env *e, uint64_t cache_off);
-/* The grace-period callbacks of one cache, if their cookies passed. */
-void pk_ma_poll(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
+/* The grace-period callbacks of one cache, if their cookies passed; returns 1|2 for
+ * an RCU / Tasks Trace wait still pending. */
+int pk_ma_poll(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off);
 
 /* Consistent snapshot (all locks): -EUCLEAN with a message on corruption. */
 int pk_ma_check(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st, char *msg,

@@ -350,9 +350,14 @@ def _poll(ma: BpfMemAlloc, cache: int, key: tuple[int, int, int, str]) -> None:
     with dom:
         _core.rcu_read_lock()  # the caches outlive this section (destroy frees them after a GP)
         try:
-            ma._poll(cache)
+            still = ma._poll(cache)
         finally:
             _core.rcu_read_unlock()
+    # A wait that started after this callback was queued has a later cookie: queue again.
+    if still & 1:
+        _core_event("rcu", ma, cache)
+    if still & 2:
+        _core_event("ttrace", ma, cache)
 
 
 # One queued callback per (domain, allocator, cache, flavour) at a time: a cache
