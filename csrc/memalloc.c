@@ -371,11 +371,18 @@ fail:
 	return 0;
 }
 
-/* free_one(): back to kmalloc (and free_percpu).  Under c's lock: counts. */
+/*
+ * free_one(): back to kmalloc (and free_percpu).  Under c's lock.  Counted
+ * released before the kfree: a process killed in between leaks the object
+ * with the books balanced; only between the caller's advance of xfer_head and
+ * the count can a kill leave one object neither listed nor counted.
+ */
 static void free_one(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache *c, uint64_t obj)
 {
 	uint64_t hsize = c->percpu_size ? c->percpu_size : c->unit_size;
 
+	__atomic_fetch_add(&ma->released, 1, __ATOMIC_RELAXED);
+	c->nr_released++;
 	if (c->percpu_size) {
 		int need = 0;
 
@@ -386,8 +393,6 @@ static void free_one(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache *
 	pk_kfree(e->a, obj);
 	if (ma->memcg > 0)
 		pk_memcg_uncharge(e->p, ma->memcg, charge_size(e, hsize));
-	c->nr_released++;
-	__atomic_fetch_add(&ma->released, 1, __ATOMIC_RELAXED);
 }
 
 /* Free the whole list @l of c now (drain / draining paths).  Under c's lock. */
