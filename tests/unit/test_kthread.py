@@ -38,6 +38,9 @@ def test_worker_is_pinned_named_and_is_its_cpu(dom, method):
             assert _comm(kt.pid) == f"cpumap/{cpu}/map:1"[:15]
             assert os.sched_getaffinity(kt.pid) == {kt.real_cpu}
             assert kt.real_cpu in real
+            deadline = time.monotonic() + 30  # a loaded machine (ASan, spawn) may not have run the loop yet
+            while dom.arena.load(counter) == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
         finally:
             assert kt.stop() == 7  # the function's return value is the exit code
         assert dom.arena.load(counter) > 0
