@@ -567,11 +567,17 @@ static void unit_free_rcu(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_ca
 
 /* ---- refill, trim and the RCU paths (normal context only) ---------------------- */
 
-/* alloc_bulk(): reuse objects on their way to kmalloc first, then kmalloc. */
+/*
+ * alloc_bulk(): reuse objects on their way to kmalloc first, then kmalloc.
+ * Each new object is added under the lock as soon as it is allocated
+ * (add_obj_to_free_list), so a process killed here loses at most the one
+ * object in its hands; kmalloc itself runs outside the lock (it may populate
+ * pages).
+ */
 static void alloc_bulk(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache *c, uint64_t cnt,
 		       int atomic)
 {
-	uint64_t got = 0, first = 0, last = 0, obj, i;
+	uint64_t got = 0, obj, i;
 
 	cache_lock(e, ma, c);
 	if (!c->draining) {
@@ -582,26 +588,20 @@ static void alloc_bulk(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache
 		c->nr_alloc_bulk += got;
 	}
 	cache_unlock(c);
-	/* kmalloc outside the lock (it may populate pages); objects in hand are ours */
 	for (i = got; i < cnt; i++) {
 		obj = __alloc(e, ma, c, atomic);
 		if (!obj)
 			break;
-		SET_LINK(e, obj, first);
-		if (!first)
-			last = obj;
-		first = obj;
+		/* add_obj_to_free_list() */
+		cache_lock(e, ma, c);
+		SET_LINK(e, obj, c->free_llist);
+		WRITE_ONCE64(&c->free_llist, obj);
+		c->free_cnt++;
+		c->nr_new++;
+		c->nr_alloc_bulk++;
+		__atomic_fetch_add(&ma->created, 1, __ATOMIC_RELAXED);
+		cache_unlock(c);
 	}
-	if (!first)
-		return;
-	cache_lock(e, ma, c);
-	SET_LINK(e, last, c->free_llist);
-	WRITE_ONCE64(&c->free_llist, first);
-	c->free_cnt += (int64_t)(i - got);
-	c->nr_new += i - got;
-	c->nr_alloc_bulk += i - got;
-	__atomic_fetch_add(&ma->created, i - got, __ATOMIC_RELAXED);
-	cache_unlock(c);
 }
 
 /*
@@ -1008,6 +1008,9 @@ int pk_ma_raw_free(struct pk_ma_env *e, struct pk_ma *ma, uint64_t ptr)
 	c = CACHE(e, hint);
 	hsize = c->percpu_size ? c->percpu_size : c->unit_size;
 	SET_LINK(e, ptr - PK_MA_NODE_SZ, 0);	/* no longer an object of the allocator */
+	/* counted before the kfree: a kill in between leaks it with the books balanced */
+	__atomic_fetch_add(&ma->released, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&ma->raw_freed, 1, __ATOMIC_RELAXED);
 	if (c->percpu_size) {
 		int need = 0;
 
@@ -1018,8 +1021,6 @@ int pk_ma_raw_free(struct pk_ma_env *e, struct pk_ma *ma, uint64_t ptr)
 	pk_kfree(e->a, ptr - PK_MA_NODE_SZ);
 	if (ma->memcg > 0)
 		pk_memcg_uncharge(e->p, ma->memcg, charge_size(e, hsize));
-	__atomic_fetch_add(&ma->released, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&ma->raw_freed, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 

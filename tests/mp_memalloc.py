@@ -359,3 +359,16 @@ def ma_kill_in_release_loop(name: str, n: int, flag: int) -> None:
     dom.arena.store(flag, 2)
     while True:
         time.sleep(60)
+
+
+def ma_refill_forever(name: str, cpu: int) -> None:
+    """Allocate on ``cpu`` and give each object straight back to kmalloc (raw_free), until SIGKILLed.
+
+    CPU ``cpu``'s cache drains by one per round, so every ``batch`` rounds a
+    refill kmallocs a whole batch: much of the time is spent inside alloc_bulk.
+    """
+    ma = BpfMemAlloc.attach(name)
+    alloc, raw_free = ma.cache_alloc, ma.raw_free
+    with percpu.on_cpu(cpu):
+        while True:
+            raw_free(alloc())

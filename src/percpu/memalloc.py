@@ -331,18 +331,21 @@ def _after_gps(dom: Domain, fn: Callable[[], object]) -> None:
 
 # ---- events from the C core: irq_work and the RCU callbacks ----------------------------------
 
-_works: dict[tuple[int, int, int], IrqWork] = {}
+# Keys name an allocator by its unique id (never reused), not by the Python objects.
+_works: dict[tuple[int, int], IrqWork] = {}
 _works_lock = threading.Lock()
 
 
-def _refill_work(ma: BpfMemAlloc, cache: int) -> None:
+def _refill_work(ma: BpfMemAlloc, cache: int, key: tuple[int, int]) -> None:
     dom = ma.domain
     if dom.closed or ma.destroyed:
+        with _works_lock:
+            _works.pop(key, None)  # the allocator is gone: drop the item (and its references)
         return
     ma._refill(cache)
 
 
-def _poll(ma: BpfMemAlloc, cache: int, key: tuple[int, int, int, str]) -> None:
+def _poll(ma: BpfMemAlloc, cache: int, key: tuple[int, int, str]) -> None:
     _pending.discard(key)
     dom = ma.domain
     if dom.closed:
@@ -362,20 +365,20 @@ def _poll(ma: BpfMemAlloc, cache: int, key: tuple[int, int, int, str]) -> None:
 
 # One queued callback per (domain, allocator, cache, flavour) at a time: a cache
 # that starts a new wait while its callback is queued is polled by that callback.
-_pending: set[tuple[int, int, int, str]] = set()
+_pending: set[tuple[int, int, str]] = set()
 
 
 def _core_event(kind: str, ma: BpfMemAlloc, cache: int) -> None:
     dom = ma.domain
     if kind == "refill":
-        wkey = (id(dom), ma.off, cache)
+        wkey = (ma.id, cache)
         with _works_lock:
             w = _works.get(wkey)
             if w is None:
-                w = _works[wkey] = IrqWork(lambda: _refill_work(ma, cache))
+                w = _works[wkey] = IrqWork(lambda: _refill_work(ma, cache, wkey))
         w.queue()
         return
-    key = (id(dom), ma.off, cache, kind)
+    key = (ma.id, cache, kind)
     if key in _pending:
         return
     _pending.add(key)
@@ -386,9 +389,12 @@ def _core_event(kind: str, ma: BpfMemAlloc, cache: int) -> None:
 
 
 def _after_fork_child() -> None:
-    # Callbacks and irq_work items are per process: the child has none queued.
+    # Callbacks and irq_work items are per process: the child has none queued,
+    # and a lock another thread held at fork time is not held in the child.
+    global _works_lock
     _pending.clear()
     _works.clear()
+    _works_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_child)

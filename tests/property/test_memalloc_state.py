@@ -217,7 +217,10 @@ class MemAllocMachine(RuleBasedStateMachine):
             self.reader.stop()
         dom = getattr(self, "dom", None)
         if dom is not None:
-            rcu.barrier()  # the allocator's grace-period callbacks ran before the domain goes
+            # The allocator's grace-period callbacks run before the domain goes (a Tasks
+            # Trace callback queues an RCU one: that order).
+            rcu.barrier(rcu.TASKS_TRACE)
+            rcu.barrier(rcu.RCU)
             work.flush(TIMEOUT)
             dom.__exit__(None, None, None)
             dom.close()
