@@ -246,6 +246,13 @@ static void cache_repair(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cac
 	if (c->waiting_for_gp_ttrace && c->free_by_rcu_ttrace == c->waiting_for_gp_ttrace)
 		c->free_by_rcu_ttrace = 0;
 	xfer_repair(e, ma, c);
+	/*
+	 * A move out of this cache whose holder died before its detach: the chain
+	 * is still on our list and may be handed out once we unlock: forget it.
+	 */
+	if (ma->st_head && ma->st_src == COFF(e, c) && !ma->st_done &&
+	    reachable(e, READ_ONCE64(list_head(c, (int)ma->st_srclist)), ma->st_head))
+		WRITE_ONCE64(&ma->st_head, 0);
 	/* A move into this cache whose holder died holding our lock: did it commit? */
 	if (ma->st_head && ma->st_tgt == COFF(e, c) && !ma->st_done &&
 	    reachable(e, c->free_by_rcu_ttrace, ma->st_head))
@@ -292,6 +299,10 @@ static void staging_repair(struct pk_ma_env *e, struct pk_ma *ma)
 	tgt = CACHE(e, ma->st_tgt);
 	if (!ma->st_done) {
 		cache_lock(e, ma, src);
+		if (!ma->st_head) {	/* src's repair just forgot it */
+			cache_unlock(src);
+			goto out;
+		}
 		in_src = reachable(e, READ_ONCE64(list_head(src, (int)ma->st_srclist)), ma->st_head);
 		cache_unlock(src);
 		if (!in_src) {
@@ -301,6 +312,7 @@ static void staging_repair(struct pk_ma_env *e, struct pk_ma *ma)
 			cache_unlock(tgt);
 		}
 	}
+out:
 	ma->st_head = 0;
 	ma->st_done = 0;
 }
@@ -494,6 +506,10 @@ static uint64_t unit_alloc(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_c
 		} else {
 			cache_lock(e, ma, c);
 		}
+		if (unlikely(c->draining)) {	/* destroyed since the caller's check */
+			cache_unlock(c);
+			return 0;
+		}
 		node = c->free_llist;
 		if (likely(node)) {
 			c->free_llist = LINK(e, node);
@@ -531,6 +547,10 @@ static void unit_free(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache 
 	}
 	if (!e->nmi)
 		cache_lock(e, ma, c);
+	if (unlikely(c->draining)) {	/* destroyed since the caller's check: the object leaks */
+		cache_unlock(c);
+		return;
+	}
 	SET_LINK(e, node, c->free_llist);
 	WRITE_ONCE64(&c->free_llist, node);
 	cnt = ++c->free_cnt;
@@ -594,6 +614,13 @@ static void alloc_bulk(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache
 			break;
 		/* add_obj_to_free_list() */
 		cache_lock(e, ma, c);
+		if (unlikely(c->draining)) {
+			__atomic_fetch_add(&ma->created, 1, __ATOMIC_RELAXED);
+			c->nr_new++;
+			free_one(e, ma, c, obj);
+			cache_unlock(c);
+			break;
+		}
 		SET_LINK(e, obj, c->free_llist);
 		WRITE_ONCE64(&c->free_llist, obj);
 		c->free_cnt++;
@@ -636,6 +663,10 @@ static uint64_t move_to_tgt(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_
 		chain_tail(e, head, 0, &k);
 		ma->st_n = k;
 	} else {
+		if (srclist == PK_MA_L_FREE) {
+			/* n is the count to keep: the kernel's do { } while (cnt > mid), under the lock */
+			n = c->free_cnt > (int64_t)n ? (uint64_t)(c->free_cnt - (int64_t)n) : 1;
+		}
 		tail = chain_tail(e, head, n, &k);
 		ma->st_n = k;
 		WRITE_ONCE64(&ma->st_head, head);
@@ -659,7 +690,6 @@ static void free_bulk(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache 
 {
 	uint64_t toff = READ_ONCE64(&c->tgt), mid = (c->high_watermark + c->low_watermark) / 2, k;
 	struct pk_ma_cache *tgt;
-	int64_t cnt;
 
 	/* An untrusted hint (another process may write it racily) falls back to c. */
 	if (toff < ma->caches_off || toff >= ma->caches_off + ma->caches_size ||
@@ -669,12 +699,7 @@ static void free_bulk(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache 
 	if (tgt->unit_size != c->unit_size || tgt->percpu_size != c->percpu_size)
 		tgt = c;	/* WARN_ON_ONCE in the kernel */
 	move_lock(e, ma);
-	cnt = READ_ONCE64(&c->free_cnt);
-	k = cnt > (int64_t)mid ? (uint64_t)(cnt - (int64_t)mid) : 0;
-	if (cnt > 0 && k == 0)
-		k = 1;	/* the kernel's do { } while: at least one */
-	if (k)
-		k = move_to_tgt(e, ma, c, PK_MA_L_FREE, k, tgt, 0);
+	k = move_to_tgt(e, ma, c, PK_MA_L_FREE, mid, tgt, 0);	/* down to mid, at least one */
 	move_to_tgt(e, ma, c, PK_MA_L_EXTRA, 0, tgt, 0);
 	move_unlock(ma);
 	cache_lock(e, ma, c);
@@ -781,6 +806,17 @@ int pk_ma_poll(struct pk_ma_env *e, struct pk_ma *ma, uint64_t cache_off)
 
 	if (!c->unit_size || READ_ONCE32(&c->draining))
 		return 0;
+	/*
+	 * The caller is inside an RCU read-side section: do not sit behind a busy
+	 * (or stopped, or dead) holder and hold every grace period up.  Busy: say
+	 * "still pending" and let the caller come back after the next one.
+	 */
+	if (pk_lock_trylock(&ma->move_lock) != PK_LOCK_OK)
+		return 3;
+	pk_lock_release(&ma->move_lock);
+	if (pk_lock_trylock(&c->lock) != PK_LOCK_OK)
+		return 3;
+	pk_lock_release(&c->lock);
 	poll_callbacks(e, ma, c);
 	/* still waiting: the caller queues another callback */
 	return (READ_ONCE64(&c->waiting_for_gp) ? 1 : 0) | (READ_ONCE64(&c->waiting_for_gp_ttrace) ? 2 : 0);
@@ -896,7 +932,7 @@ int pk_ma_unit_init(struct pk_ma_env *e, struct pk_ma *ma, uint64_t size)
 			continue;
 		c = CACHE(e, pk_ma_cache_off(ma, cpu, (uint32_t)i));
 		if (c->unit_size)
-			break;	/* already initialised: idempotent */
+			continue;	/* already initialised: idempotent, and completes an init cut short */
 		init_cache(e, ma, c, pk_ma_sizes[i], 1, cpu, (uint32_t)i);
 		prefill_mem_cache(e, ma, c);
 	}
@@ -945,7 +981,7 @@ uint64_t pk_ma_alloc(struct pk_ma_env *e, struct pk_ma *ma, uint32_t cpu, uint64
 	uint64_t obj;
 	int idx;
 
-	if (!size)
+	if (!size || size > PK_MA_SIZE_MAX)
 		return 0;
 	if (!(ma->flags & PK_MA_F_PERCPU))
 		size += PK_MA_NODE_SZ;
@@ -990,6 +1026,9 @@ int pk_ma_free(struct pk_ma_env *e, struct pk_ma *ma, uint32_t cpu, uint64_t ptr
 	c = CACHE(e, pk_ma_cache_off(ma, cpu, (uint32_t)idx));
 	if (!c->unit_size)
 		c = CACHE(e, hint);	/* a bucket this CPU never initialised: the owner's */
+	/* Claim the object: of two racing frees of it, one wins, the other gets EINVAL. */
+	if (pk_cmpxchg64(e->a->base + node, hint, 0) != hint)
+		return -EINVAL;
 	if (rcu)
 		unit_free_rcu(e, ma, c, node, hint);
 	else
@@ -1007,7 +1046,8 @@ int pk_ma_raw_free(struct pk_ma_env *e, struct pk_ma *ma, uint64_t ptr)
 		return -EINVAL;
 	c = CACHE(e, hint);
 	hsize = c->percpu_size ? c->percpu_size : c->unit_size;
-	SET_LINK(e, ptr - PK_MA_NODE_SZ, 0);	/* no longer an object of the allocator */
+	if (pk_cmpxchg64(e->a->base + ptr - PK_MA_NODE_SZ, hint, 0) != hint)
+		return -EINVAL;	/* a racing free took it */
 	/* counted before the kfree: a kill in between leaks it with the books balanced */
 	__atomic_fetch_add(&ma->released, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&ma->raw_freed, 1, __ATOMIC_RELAXED);
@@ -1225,6 +1265,10 @@ int pk_ma_destroy(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st,
 
 	memset(st, 0, sizeof(*st));
 	lock_all(e, ma);
+	if (READ_ONCE64(&ma->magic) != PK_MA_MAGIC) {	/* another destroy got here first */
+		unlock_all(e, ma);
+		return -ENOENT;
+	}
 	WRITE_ONCE64(&ma->magic, 0);	/* every handle stops here */
 	for (off = ma->caches_off; off < ma->caches_off + ma->caches_size; off += PK_MA_CACHE_STRIDE) {
 		struct pk_ma_cache *c = CACHE(e, off);

@@ -29,9 +29,9 @@ self-IPI fires as soon as interrupts are enabled again); in NMI context
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,8 +174,10 @@ class BpfMemAlloc(_core.MemAlloc):
             if name is not None and register:
                 dom.register(name, KIND, off, 0)
         except BaseException:
-            if register:
-                _finish_now(dom, off)
+            if register:  # never published: nobody else can hold it, free it now
+                with contextlib.suppress(Exception):
+                    _core.MemAlloc._destroy(self)
+                    _finish_now(dom, off)
             raise
 
     @classmethod
@@ -305,6 +307,8 @@ class BpfMemAlloc(_core.MemAlloc):
         return rep
 
     def __repr__(self) -> str:
+        if self.domain.closed:
+            return f"<BpfMemAlloc {self.name or hex(self.off)} (domain closed)>"
         kind = "percpu " if self.percpu else ""
         what = f"size={self.size}" if self.size else "all buckets"
         state = " destroyed" if self.destroyed else ""
@@ -333,14 +337,12 @@ def _after_gps(dom: Domain, fn: Callable[[], object]) -> None:
 
 # Keys name an allocator by its unique id (never reused), not by the Python objects.
 _works: dict[tuple[int, int], IrqWork] = {}
-_works_lock = threading.Lock()
 
 
 def _refill_work(ma: BpfMemAlloc, cache: int, key: tuple[int, int]) -> None:
     dom = ma.domain
     if dom.closed or ma.destroyed:
-        with _works_lock:
-            _works.pop(key, None)  # the allocator is gone: drop the item (and its references)
+        _works.pop(key, None)  # the allocator is gone: drop the item (and its references)
         return
     ma._refill(cache)
 
@@ -372,10 +374,9 @@ def _core_event(kind: str, ma: BpfMemAlloc, cache: int) -> None:
     dom = ma.domain
     if kind == "refill":
         wkey = (ma.id, cache)
-        with _works_lock:
-            w = _works.get(wkey)
-            if w is None:
-                w = _works[wkey] = IrqWork(lambda: _refill_work(ma, cache, wkey))
+        w = _works.get(wkey)
+        if w is None:  # no lock: this runs in signal handlers too (dict ops are atomic under the GIL)
+            w = _works.setdefault(wkey, IrqWork(lambda: _refill_work(ma, cache, wkey)))
         w.queue()
         return
     key = (ma.id, cache, kind)
@@ -389,12 +390,9 @@ def _core_event(kind: str, ma: BpfMemAlloc, cache: int) -> None:
 
 
 def _after_fork_child() -> None:
-    # Callbacks and irq_work items are per process: the child has none queued,
-    # and a lock another thread held at fork time is not held in the child.
-    global _works_lock
+    # Callbacks and irq_work items are per process: the child has none queued.
     _pending.clear()
     _works.clear()
-    _works_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_child)
