@@ -675,6 +675,25 @@ static PyObject *arena_fetch_add(ArenaObject *self, PyObject *const *args, Py_ss
 	return PyLong_FromUnsignedLongLong(pk_fetch_add64(self->a.base + off, delta));
 }
 
+/* fetch_or(off, bits) / fetch_and(off, bits) -> old: atomic set_bit / clear_bit on a word. */
+static PyObject *arena_fetch_or(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2];
+
+	if (!args_u64(args, nargs, 2, v, "fetch_or(off, bits)") || !arena_range(self, v[0], 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(atomic_fetch_or(PK_A64(self->a.base + v[0]), v[1]));
+}
+
+static PyObject *arena_fetch_and(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	uint64_t v[2];
+
+	if (!args_u64(args, nargs, 2, v, "fetch_and(off, bits)") || !arena_range(self, v[0], 8, 8))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(atomic_fetch_and(PK_A64(self->a.base + v[0]), v[1]));
+}
+
 static PyObject *arena_cmpxchg(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	uint64_t v[3];
@@ -864,6 +883,8 @@ static PyMethodDef arena_methods[] = {
 	{ "load", (PyCFunction)arena_load, METH_O, "load(off) -> u64" },
 	{ "store", FAST(store), "store(off, value)" },
 	{ "fetch_add", FAST(fetch_add), "fetch_add(off, delta) -> old" },
+	{ "fetch_or", FAST(fetch_or), "fetch_or(off, bits) -> old (atomic)" },
+	{ "fetch_and", FAST(fetch_and), "fetch_and(off, bits) -> old (atomic)" },
 	{ "cmpxchg", FAST(cmpxchg), "cmpxchg(off, old, new) -> found" },
 	{ "xchg", FAST(xchg), "xchg(off, value) -> old" },
 	{ "llist_add", FAST(llist_add), "llist_add(head, node) -> was_empty" },

@@ -7,6 +7,8 @@ own names are in :mod:`percpu.kernel`.
 """
 
 from percpu import errors, memcg
+from percpu.bpf_cpumask import BpfCpumask
+from percpu.cpumask import Cpumask
 from percpu.freelist import PcpuFreelist
 from percpu.memalloc import BpfMemAlloc
 from percpu.pcpu import PerCpu, PerCpuCounter, define_per_cpu
@@ -24,7 +26,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "BpfCpumask",
     "BpfMemAlloc",
+    "Cpumask",
     "Domain",
     "Kthread",
     "PcpuFreelist",

@@ -20,6 +20,7 @@ __all__ = [
     "OutOfMemory",
     "RangeError",
     "Overflow",
+    "AccessDenied",
     "Busy",
     "NoSpace",
     "NoEntry",
@@ -71,6 +72,12 @@ class Overflow(PercpuError, ValueError):
     """EOVERFLOW: a value too large for its field."""
 
     default_errno = _errno.EOVERFLOW
+
+
+class AccessDenied(PercpuError):
+    """EACCES: the request is refused (a source smaller than the mask it fills, say)."""
+
+    default_errno = _errno.EACCES
 
 
 class Busy(PercpuError):
@@ -146,6 +153,7 @@ _BY_ERRNO: dict[int, type[PercpuError]] = {
         OutOfMemory,
         RangeError,
         Overflow,
+        AccessDenied,
         Busy,
         NoSpace,
         NoEntry,

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from percpu import _core
+from percpu.bpf_cpumask import BpfCpumask as BpfCpumask
+from percpu.bpf_cpumask import bits_of as _bits_of
+from percpu.bpf_cpumask import distribute as _distribute
 from percpu.freelist import PcpuFreelist
 from percpu.memalloc import BpfMemAlloc
 from percpu.memalloc import check_size as _ma_check_size
@@ -55,6 +58,34 @@ __all__ = [
     "per_cpu_ptr",
     "percpu_stats",
     "this_cpu_ptr",
+    "BpfCpumask",
+    "bpf_cpumask_create",
+    "bpf_cpumask_acquire",
+    "bpf_cpumask_release",
+    "bpf_cpumask_release_dtor",
+    "bpf_cpumask_first",
+    "bpf_cpumask_first_zero",
+    "bpf_cpumask_first_and",
+    "bpf_cpumask_set_cpu",
+    "bpf_cpumask_clear_cpu",
+    "bpf_cpumask_test_cpu",
+    "bpf_cpumask_test_and_set_cpu",
+    "bpf_cpumask_test_and_clear_cpu",
+    "bpf_cpumask_setall",
+    "bpf_cpumask_clear",
+    "bpf_cpumask_and",
+    "bpf_cpumask_or",
+    "bpf_cpumask_xor",
+    "bpf_cpumask_equal",
+    "bpf_cpumask_intersects",
+    "bpf_cpumask_subset",
+    "bpf_cpumask_empty",
+    "bpf_cpumask_full",
+    "bpf_cpumask_copy",
+    "bpf_cpumask_any_distribute",
+    "bpf_cpumask_any_and_distribute",
+    "bpf_cpumask_weight",
+    "bpf_cpumask_populate",
     "bpf_mem_alloc",
     "bpf_mem_alloc_check_size",
     "bpf_mem_alloc_destroy",
@@ -241,6 +272,151 @@ def pcpu_freelist_pop(s: PcpuFreelist) -> int | None:
 # handlers, which never run inside the C push/pop, so both spellings are one function.
 __pcpu_freelist_push = pcpu_freelist_push
 __pcpu_freelist_pop = pcpu_freelist_pop
+
+
+# ---- the BPF cpumask kfuncs (kernel/bpf/cpumask.c) ---------------------------------------
+#
+# ``const struct cpumask *`` arguments take a Cpumask or a BpfCpumask; the ones the
+# kfunc writes take a BpfCpumask.  A search that finds nothing returns nr_cpu_ids;
+# a CPU >= nr_cpu_ids is ignored by set/clear and false for the tests.
+
+
+def _first(bits: int) -> int:
+    return (bits & -bits).bit_length() - 1
+
+
+def bpf_cpumask_create() -> BpfCpumask | None:
+    """An empty mask with one reference, or None when the allocator is out of memory."""
+    return BpfCpumask.create()
+
+
+def bpf_cpumask_acquire(cpumask: BpfCpumask) -> BpfCpumask:
+    return cpumask.acquire()
+
+
+def bpf_cpumask_release(cpumask: BpfCpumask) -> None:
+    cpumask.release()
+
+
+def bpf_cpumask_release_dtor(cpumask: BpfCpumask) -> None:
+    """The kptr destructor: the reference a map value's slot held."""
+    cpumask.release()
+
+
+def bpf_cpumask_first(cpumask: Any) -> int:
+    bits, nr = _bits_of(cpumask)
+    return _first(bits) if bits else nr
+
+
+def bpf_cpumask_first_zero(cpumask: Any) -> int:
+    bits, nr = _bits_of(cpumask)
+    zeros = ~bits & ((1 << nr) - 1)
+    return _first(zeros) if zeros else nr
+
+
+def bpf_cpumask_first_and(src1: Any, src2: Any) -> int:
+    (a, nr), (b, _) = _bits_of(src1), _bits_of(src2)
+    both = a & b
+    return _first(both) if both else nr
+
+
+def bpf_cpumask_set_cpu(cpu: int, cpumask: BpfCpumask) -> None:
+    cpumask.set_cpu(cpu)
+
+
+def bpf_cpumask_clear_cpu(cpu: int, cpumask: BpfCpumask) -> None:
+    cpumask.clear_cpu(cpu)
+
+
+def bpf_cpumask_test_cpu(cpu: int, cpumask: Any) -> bool:
+    bits, nr = _bits_of(cpumask)
+    return 0 <= cpu < nr and bool(bits >> cpu & 1)
+
+
+def bpf_cpumask_test_and_set_cpu(cpu: int, cpumask: BpfCpumask) -> bool:
+    return cpumask.test_and_set_cpu(cpu)
+
+
+def bpf_cpumask_test_and_clear_cpu(cpu: int, cpumask: BpfCpumask) -> bool:
+    return cpumask.test_and_clear_cpu(cpu)
+
+
+def bpf_cpumask_setall(cpumask: BpfCpumask) -> None:
+    cpumask.store_bits((1 << cpumask.nr_cpu_ids) - 1)
+
+
+def bpf_cpumask_clear(cpumask: BpfCpumask) -> None:
+    cpumask.store_bits(0)
+
+
+def _dst(dst: Any) -> BpfCpumask:
+    if not isinstance(dst, BpfCpumask):
+        raise TypeError("the destination must be a BpfCpumask (a read-only cpumask cannot be written)")
+    return dst
+
+
+def bpf_cpumask_and(dst: BpfCpumask, src1: Any, src2: Any) -> bool:
+    """dst = src1 & src2; True iff the result is not empty."""
+    d = _dst(dst)
+    v = _bits_of(src1)[0] & _bits_of(src2)[0]
+    d.store_bits(v)
+    return v != 0
+
+
+def bpf_cpumask_or(dst: BpfCpumask, src1: Any, src2: Any) -> None:
+    _dst(dst).store_bits(_bits_of(src1)[0] | _bits_of(src2)[0])
+
+
+def bpf_cpumask_xor(dst: BpfCpumask, src1: Any, src2: Any) -> None:
+    _dst(dst).store_bits(_bits_of(src1)[0] ^ _bits_of(src2)[0])
+
+
+def bpf_cpumask_equal(src1: Any, src2: Any) -> bool:
+    return _bits_of(src1)[0] == _bits_of(src2)[0]
+
+
+def bpf_cpumask_intersects(src1: Any, src2: Any) -> bool:
+    return (_bits_of(src1)[0] & _bits_of(src2)[0]) != 0
+
+
+def bpf_cpumask_subset(src1: Any, src2: Any) -> bool:
+    a, b = _bits_of(src1)[0], _bits_of(src2)[0]
+    return a & ~b == 0
+
+
+def bpf_cpumask_empty(cpumask: Any) -> bool:
+    return _bits_of(cpumask)[0] == 0
+
+
+def bpf_cpumask_full(cpumask: Any) -> bool:
+    """All of [0, nr_cpu_ids) set: every *possible* id, not the online ones."""
+    bits, nr = _bits_of(cpumask)
+    return bits == (1 << nr) - 1
+
+
+def bpf_cpumask_copy(dst: BpfCpumask, src: Any) -> None:
+    _dst(dst).store_bits(_bits_of(src)[0])
+
+
+def bpf_cpumask_any_distribute(src: Any) -> int:
+    """A set CPU, spreading over calls (the next after this CPU's cursor); nr_cpu_ids if empty."""
+    bits, nr = _bits_of(src)
+    return _distribute(bits, nr)
+
+
+def bpf_cpumask_any_and_distribute(src1: Any, src2: Any) -> int:
+    (a, nr), (b, _) = _bits_of(src1), _bits_of(src2)
+    return _distribute(a & b, nr)
+
+
+def bpf_cpumask_weight(cpumask: Any) -> int:
+    return _bits_of(cpumask)[0].bit_count()
+
+
+def bpf_cpumask_populate(cpumask: BpfCpumask, src: bytes | bytearray | memoryview) -> int:
+    """Copy ``bitmap_size(nr_cpu_ids)`` bytes of little-endian words; 0, or raises EACCES if src is smaller."""
+    _dst(cpumask).populate(src)
+    return 0
 
 
 # ---- the BPF memory allocator (percpu.memalloc) ---------------------------------------

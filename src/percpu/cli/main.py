@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from percpu.cli.cpumask import cpumask
 from percpu.cli.domain import domain
 from percpu.cli.freelist import freelist
 from percpu.cli.memalloc import memalloc
@@ -154,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 cli.add_command(topology)
 cli.add_command(domain)
 cli.add_command(rcu)
+cli.add_command(cpumask)
 cli.add_command(freelist)
 cli.add_command(memalloc)
 cli.add_command(pcpu)
