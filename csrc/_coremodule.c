@@ -50,6 +50,7 @@ typedef struct {
 	PyTypeObject *freelist_type;
 	PyTypeObject *counter_type;
 	PyTypeObject *ma_type;
+	PyTypeObject *cmref_type;
 } core_state;
 
 typedef struct {
@@ -854,6 +855,7 @@ static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py
 
 #include "_core_pcpu.inc"
 #include "_core_memalloc.inc"
+#include "_core_cpumask.inc"
 
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
@@ -2345,6 +2347,9 @@ static int core_exec(PyObject *m)
 	st->ma_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ma_spec, NULL);
 	if (st->ma_type == NULL || PyModule_AddType(m, st->ma_type) < 0)
 		return -1;
+	st->cmref_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &cmref_spec, NULL);
+	if (st->cmref_type == NULL || PyModule_AddType(m, st->cmref_type) < 0)
+		return -1;
 	st->counter_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &counter_spec, NULL);
 	if (st->counter_type == NULL || PyModule_AddType(m, st->counter_type) < 0)
 		return -1;
@@ -2388,6 +2393,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->freelist_type);
 	Py_VISIT(st->counter_type);
 	Py_VISIT(st->ma_type);
+	Py_VISIT(st->cmref_type);
 	return 0;
 }
 
@@ -2400,6 +2406,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->freelist_type);
 	Py_CLEAR(st->counter_type);
 	Py_CLEAR(st->ma_type);
+	Py_CLEAR(st->cmref_type);
 	return 0;
 }
 

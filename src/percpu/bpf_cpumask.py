@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from percpu import _core
 from percpu.cpumask import Cpumask
 from percpu.errors import AccessDenied, Exists, InvalidArgument
 from percpu.memalloc import BpfMemAlloc
@@ -38,7 +39,6 @@ from percpu.runtime.domain import Domain, current_domain
 __all__ = ["BpfCpumask", "bpf_cpumask_ma"]
 
 MA_NAME = "bpf_cpumask_ma"
-_MASK64 = (1 << 64) - 1
 
 
 def bpf_cpumask_ma(domain: Domain | None = None) -> BpfMemAlloc:
@@ -62,18 +62,21 @@ def bpf_cpumask_ma(domain: Domain | None = None) -> BpfMemAlloc:
 _mas: dict[int, BpfMemAlloc] = {}
 
 
-class BpfCpumask:
-    """A reference to a ``struct bpf_cpumask`` in the arena (see the module docstring)."""
+class BpfCpumask(_core.CpumaskRef):
+    """A reference to a ``struct bpf_cpumask`` in the arena (see the module docstring).
 
-    __slots__ = ("domain", "ptr", "nr_cpu_ids", "_nwords", "_ma", "_released", "__weakref__")
+    The C methods (inherited, each checking that the handle and the mask are
+    still alive): ``set_cpu``, ``clear_cpu``, ``test_cpu``,
+    ``test_and_set_cpu``, ``test_and_clear_cpu``, ``weight``, ``bits()``,
+    ``store_bits(int)``.
+    """
+
+    __slots__ = ("domain", "_ma", "__weakref__")
 
     def __init__(self, ma: BpfMemAlloc, ptr: int) -> None:
+        super().__init__(ma, ptr, ma.domain.nr_cpu_ids)
         self._ma = ma
         self.domain = ma.domain
-        self.ptr = ptr
-        self.nr_cpu_ids = self.domain.nr_cpu_ids
-        self._nwords = (self.nr_cpu_ids + 63) // 64
-        self._released = False
 
     # ---- life cycle --------------------------------------------------------------------
 
@@ -102,17 +105,10 @@ class BpfCpumask:
         return m
 
     def _usage_off(self) -> int:
-        return self.ptr + 8 * self._nwords
-
-    def _check(self) -> None:
-        if self._released:
-            raise ValueError("bpf_cpumask used after its release (the verifier would reject this program)")
-        if self._ma.destroyed or self.domain.closed:
-            raise ValueError("the domain's bpf_cpumask allocator is gone")
-        if self.domain.arena.load(self._usage_off()) == 0 or self._ma.obj_cache(self.ptr) is None:
-            raise ValueError("bpf_cpumask was freed (its last reference was released)")
+        return int(self.ptr) + 8 * ((self.nr_cpu_ids + 63) // 64)
 
     def _get(self) -> None:
+        self.weight()  # the liveness checks
         a = self.domain.arena
         off = self._usage_off()
         while True:  # refcount_inc, refusing 0 -> 1 (refcount_inc_not_zero)
@@ -124,16 +120,15 @@ class BpfCpumask:
 
     def acquire(self) -> BpfCpumask:
         """``bpf_cpumask_acquire()``: a new handle holding its own reference."""
-        self._check()
         self._get()
         return BpfCpumask(self._ma, self.ptr)
 
     def release(self) -> None:
         """``bpf_cpumask_release()``: drop this handle's reference; the last one frees with free_rcu."""
-        if self._released:
+        if self.released:
             raise ValueError("bpf_cpumask released twice (the verifier would reject this program)")
-        self._check()
-        self._released = True
+        self.weight()  # the liveness checks
+        self._mark_released()
         if self.domain.arena.fetch_add(self._usage_off(), -1) == 1:
             self._ma.cache_free_rcu(self.ptr)
 
@@ -141,19 +136,7 @@ class BpfCpumask:
     def refcount(self) -> int:
         return int(self.domain.arena.load(self._usage_off()))
 
-    @property
-    def released(self) -> bool:
-        return self._released
-
     # ---- reading ---------------------------------------------------------------------------
-
-    def bits(self) -> int:
-        """The mask as an int (bit n = CPU n), read word by word."""
-        self._check()
-        a, p, v = self.domain.arena, self.ptr, 0
-        for w in range(self._nwords):
-            v |= a.load(p + 8 * w) << (64 * w)
-        return v
 
     def cpumask(self) -> Cpumask:
         """A snapshot as an immutable :class:`~percpu.Cpumask`."""
@@ -163,71 +146,27 @@ class BpfCpumask:
         return iter(self.cpumask())
 
     def __len__(self) -> int:
-        return self.bits().bit_count()
+        return int(self.weight())
 
     def __contains__(self, cpu: object) -> bool:
-        return isinstance(cpu, int) and self.test_cpu(cpu)
+        return isinstance(cpu, int) and bool(self.test_cpu(cpu))
 
     # ---- writing ---------------------------------------------------------------------------
-
-    def store_bits(self, bits: int) -> None:
-        """Word-wise store of ``bits`` (bits >= nr_cpu_ids dropped), as bitmap_copy does."""
-        self._check()
-        bits &= (1 << self.nr_cpu_ids) - 1
-        a, p = self.domain.arena, self.ptr
-        for w in range(self._nwords):
-            a.store(p + 8 * w, (bits >> (64 * w)) & _MASK64)
-
-    def _word(self, cpu: int) -> tuple[int, int]:
-        return self.ptr + 8 * (cpu >> 6), 1 << (cpu & 63)
-
-    def set_cpu(self, cpu: int) -> None:
-        self._check()
-        if 0 <= cpu < self.nr_cpu_ids:
-            off, bit = self._word(cpu)
-            self.domain.arena.fetch_or(off, bit)
-
-    def clear_cpu(self, cpu: int) -> None:
-        self._check()
-        if 0 <= cpu < self.nr_cpu_ids:
-            off, bit = self._word(cpu)
-            self.domain.arena.fetch_and(off, _MASK64 ^ bit)
-
-    def test_cpu(self, cpu: int) -> bool:
-        self._check()
-        if not 0 <= cpu < self.nr_cpu_ids:
-            return False
-        off, bit = self._word(cpu)
-        return bool(self.domain.arena.load(off) & bit)
-
-    def test_and_set_cpu(self, cpu: int) -> bool:
-        self._check()
-        if not 0 <= cpu < self.nr_cpu_ids:
-            return False
-        off, bit = self._word(cpu)
-        return bool(self.domain.arena.fetch_or(off, bit) & bit)
-
-    def test_and_clear_cpu(self, cpu: int) -> bool:
-        self._check()
-        if not 0 <= cpu < self.nr_cpu_ids:
-            return False
-        off, bit = self._word(cpu)
-        return bool(self.domain.arena.fetch_and(off, _MASK64 ^ bit) & bit)
 
     def populate(self, src: bytes | bytearray | memoryview) -> None:
         """``bpf_cpumask_populate()``: copy ``bitmap_size(nr_cpu_ids)`` bytes of little-endian words.
 
         A source smaller than that is refused with ``EACCES`` and changes nothing.
         """
-        self._check()
-        need = 8 * self._nwords
+        self.weight()  # the liveness checks
+        need = 8 * ((self.nr_cpu_ids + 63) // 64)
         data = bytes(src)
         if len(data) < need:
             raise AccessDenied(f"bpf_cpumask_populate: source of {len(data)} bytes, the mask needs {need}")
         self.store_bits(int.from_bytes(data[:need], "little"))
 
     def __repr__(self) -> str:
-        if self._released:
+        if self.released:
             return f"<BpfCpumask {self.ptr:#x} released>"
         try:
             return f"<BpfCpumask {self.ptr:#x} {self.cpumask().format_list() or '(empty)'} refcount={self.refcount}>"
@@ -238,7 +177,7 @@ class BpfCpumask:
 def bits_of(m: Any) -> tuple[int, int]:
     """``(bits, nr_cpu_ids)`` of a ``const struct cpumask *`` argument: a Cpumask or a BpfCpumask."""
     if isinstance(m, BpfCpumask):
-        return m.bits(), m.nr_cpu_ids
+        return int(m.bits()), int(m.nr_cpu_ids)
     if isinstance(m, Cpumask):
         return m.bits, m.nr_cpu_ids
     raise TypeError(f"expected a Cpumask or a BpfCpumask, not {type(m).__name__}")

@@ -15,9 +15,9 @@ words, which ``bpf_cpumask_populate()`` copies::
 
     nr_cpu_ids = 72 -> bitmap_size = ALIGN(72, 64) / 8 = 16 bytes
     word 0: CPUs 0..63 (bit n = CPU n)   word 1: CPUs 64..71, bits 8..63 zero
-    +---------------------------------+---------------------------------+
-    | b0 b1 b2 b3 b4 b5 b6 b7         | b0 b1 0  0  0  0  0  0          |
-    +---------------------------------+---------------------------------+
+    +-------------------------+-------------------------+
+    | B0 B1 B2 B3 B4 B5 B6 B7 | B8 0  0  0  0  0  0  0  |   byte k = CPUs 8k..8k+7
+    +-------------------------+-------------------------+   (little-endian words shown)
 
 String formats (``lib/bitmap-str.c``, ``lib/vsprintf.c``)::
 
@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import errno as _errno
 import functools
+import itertools
 import os
 import re
 import sys
@@ -73,9 +74,13 @@ _SEP = frozenset(" \t\n\v\f\r,")
 _DEC = re.compile(r"[0-9]+")
 _ALL = re.compile(r"all", re.IGNORECASE | re.ASCII)
 _HEXVAL = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
+_LIST_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+_CLEAN_LIST = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*\n?")
 _CLEAN_MASK = re.compile(r"[0-9a-fA-F]{1,8}(?:,[0-9a-fA-F]{1,8})*")
 _HEX_PREFIX = re.compile(r"[ \t\n\v\f\r]*0[xX](?=[0-9a-fA-F])")
 _RUNS = re.compile(r"1+")
+_span = re.Match.span
+_BIN_TO_BOOL = bytes.maketrans(b"01", b"\x00\x01")
 
 
 def bitmap_size(nbits: int) -> int:
@@ -176,9 +181,43 @@ def _region_bits(start: int, end: int, used: int, group: int) -> int:
     return (pattern & ((1 << span) - 1)) << start
 
 
+def _parselist_fast(s: str, nbits: int) -> int | None:
+    """The printed form (``%*pbl``: ``a`` and ``a-b`` joined by single commas), or None.
+
+    None for anything the kernel refuses, so that the exact port below finds
+    the first error in the kernel's order.
+    """
+    pairs = _LIST_ITEM.findall(s)
+    few = len(pairs) <= 8
+    bits = 0
+    # many regions: one byte per CPU, converted once at the end
+    buf = bytearray() if few else bytearray(b"0") * nbits
+    for a, b in pairs:
+        if len(a) > 10 or len(b) > 10:
+            return None
+        start = int(a)
+        end = int(b) if b else start
+        if start > end or end >= nbits:
+            return None
+        if few:
+            bits |= ((1 << (end - start + 1)) - 1) << start
+        elif start == end:
+            buf[start] = 0x31
+        else:
+            buf[start : end + 1] = b"1" * (end - start + 1)
+    if few:
+        return bits
+    buf.reverse()
+    return int(buf, 2)
+
+
 def _parselist(text: str, nbits: int) -> int:
     """A line-by-line port of ``bitmap_parselist()``; returns the bits or raises."""
     s = text.split("\0", 1)[0]
+    if _CLEAN_LIST.fullmatch(s):
+        bits = _parselist_fast(s.rstrip("\n"), nbits)
+        if bits is not None:
+            return bits
     n = len(s)
     lastbit = (nbits - 1) & _UINT_MAX
     bits = 0
@@ -279,7 +318,7 @@ def _parse_slow(s: str, text: str, nchunks: int, nbits: int) -> tuple[int, int]:
         else:
             # a ninth hex digit overflows; a ninth non-hex character is skipped (the kernel's quirk)
             if s[end] in _HEXVAL:
-                raise Overflow(f"a group of {text!r} ending at offset {end + 8} has more than 8 hex digits")
+                raise Overflow(f"a group of more than 8 hex digits at offset {end} of {text!r}")
             end -= 1
         bits |= value << (32 * chunk)
         chunk += 1
@@ -329,16 +368,8 @@ class Cpumask:
         else:
             nr = _check_nr(nr_cpu_ids)
             bits = _bits_of(cpus, nr)
-        object.__setattr__(self, "_bits", bits)
-        object.__setattr__(self, "_nr", nr)
-
-    @classmethod
-    def _make(cls, bits: int, nr: int) -> Cpumask:
-        """A mask from bits already known to lie in ``[0, nr)``: no checks."""
-        m = object.__new__(cls)
-        object.__setattr__(m, "_bits", bits)
-        object.__setattr__(m, "_nr", nr)
-        return m
+        _SET_BITS(self, bits)
+        _SET_NR(self, nr)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Cpumask is immutable (cannot set {name!r})")
@@ -360,7 +391,7 @@ class Cpumask:
         if not isinstance(bits, int) or isinstance(bits, bool):
             raise TypeError(f"bits must be an int, not {type(bits).__name__}")
         nr = _check_nr(nr_cpu_ids)
-        return cls._make(_checked_bits(bits, nr), nr)
+        return _make(_checked_bits(bits, nr), nr)
 
     @classmethod
     def parse_list(cls, text: str, nr_cpu_ids: int | None = None) -> Cpumask:
@@ -384,7 +415,7 @@ class Cpumask:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         nr = _check_nr(nr_cpu_ids)
-        return cls._make(_parselist(text, nr), nr)
+        return _make(_parselist(text, nr), nr)
 
     @classmethod
     def parse_mask(cls, text: str, nr_cpu_ids: int | None = None) -> Cpumask:
@@ -407,18 +438,18 @@ class Cpumask:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         nr = _check_nr(nr_cpu_ids)
-        return cls._make(_parse(text, nr), nr)
+        return _make(_parse(text, nr), nr)
 
     @classmethod
     def full(cls, nr_cpu_ids: int | None = None) -> Cpumask:
         """Every CPU in ``[0, nr_cpu_ids)`` (``cpumask_setall()``)."""
         nr = _check_nr(nr_cpu_ids)
-        return cls._make((1 << nr) - 1, nr)
+        return _make((1 << nr) - 1, nr)
 
     @classmethod
     def empty(cls, nr_cpu_ids: int | None = None) -> Cpumask:
         """No CPU (``cpumask_clear()``)."""
-        return cls._make(0, _check_nr(nr_cpu_ids))
+        return _make(0, _check_nr(nr_cpu_ids))
 
     @classmethod
     def possible(cls, nr_cpu_ids: int | None = None) -> Cpumask:
@@ -514,7 +545,7 @@ class Cpumask:
             bits = 0
             for w in range(size // 8):
                 bits |= int.from_bytes(raw[8 * w : 8 * w + 8], "big") << (64 * w)
-        return cls._make(bits & ((1 << nr) - 1), nr)
+        return _make(bits & ((1 << nr) - 1), nr)
 
     # ---- accessors ---------------------------------------------------------------
 
@@ -586,11 +617,8 @@ class Cpumask:
         b = self._bits
         if not b:
             return ""
-        parts = []
-        for m in _RUNS.finditer(format(b, "b")[::-1]):
-            a, e = m.span()
-            parts.append(str(a) if e - a == 1 else f"{a}-{e - 1}")
-        return ",".join(parts)
+        spans = map(_span, _RUNS.finditer(format(b, "b")[::-1]))
+        return ",".join([f"{a}-{e - 1}" if e - a > 1 else str(a) for a, e in spans])
 
     def format_mask(self, nbits: int | None = None) -> str:
         """The hex mask format, ``ff,00000001``, of the low ``nbits`` bits (default ``nr_cpu_ids``).
@@ -632,10 +660,8 @@ class Cpumask:
         return isinstance(cpu, int) and 0 <= cpu < self._nr and (self._bits >> cpu) & 1 == 1
 
     def __iter__(self) -> Iterator[int]:
-        b = self._bits
-        if not b:
-            return iter(())
-        return _iter_runs(format(b, "b")[::-1])
+        digits = format(self._bits, "b").encode("ascii").translate(_BIN_TO_BOOL)
+        return itertools.compress(itertools.count(), reversed(digits))
 
     def __hash__(self) -> int:
         return hash((self._bits, self._nr))
@@ -651,31 +677,39 @@ class Cpumask:
         if not isinstance(other, Cpumask):
             raise TypeError(f"expected a Cpumask, not {type(other).__name__}")
         if other._nr != self._nr:
-            raise InvalidArgument(f"masks of {self._nr} and {other._nr} CPUs do not combine")
+            raise _mismatch(self, other)
         return other._bits
 
     def __or__(self, other: object) -> Cpumask:
         if not isinstance(other, Cpumask):
             return NotImplemented
-        return Cpumask._make(self._bits | self._other(other), self._nr)
+        if other._nr != self._nr:
+            raise _mismatch(self, other)
+        return _make(self._bits | other._bits, self._nr)
 
     def __and__(self, other: object) -> Cpumask:
         if not isinstance(other, Cpumask):
             return NotImplemented
-        return Cpumask._make(self._bits & self._other(other), self._nr)
+        if other._nr != self._nr:
+            raise _mismatch(self, other)
+        return _make(self._bits & other._bits, self._nr)
 
     def __xor__(self, other: object) -> Cpumask:
         if not isinstance(other, Cpumask):
             return NotImplemented
-        return Cpumask._make(self._bits ^ self._other(other), self._nr)
+        if other._nr != self._nr:
+            raise _mismatch(self, other)
+        return _make(self._bits ^ other._bits, self._nr)
 
     def __sub__(self, other: object) -> Cpumask:
         if not isinstance(other, Cpumask):
             return NotImplemented
-        return Cpumask._make(self._bits & ~self._other(other), self._nr)
+        if other._nr != self._nr:
+            raise _mismatch(self, other)
+        return _make(self._bits & ~other._bits, self._nr)
 
     def __invert__(self) -> Cpumask:
-        return Cpumask._make(~self._bits & ((1 << self._nr) - 1), self._nr)
+        return _make(~self._bits & ((1 << self._nr) - 1), self._nr)
 
     def __le__(self, other: object) -> bool:
         if not isinstance(other, Cpumask):
@@ -730,16 +764,28 @@ class Cpumask:
             ) from e
 
 
+_new_object = object.__new__
+_SET_BITS = Cpumask.__dict__["_bits"].__set__
+_SET_NR = Cpumask.__dict__["_nr"].__set__
+
+
+def _make(bits: int, nr: int) -> Cpumask:
+    """A mask from bits already known to lie in ``[0, nr)``: no checks."""
+    m: Cpumask = _new_object(Cpumask)
+    _SET_BITS(m, bits)
+    _SET_NR(m, nr)
+    return m
+
+
+def _mismatch(a: Cpumask, b: Cpumask) -> InvalidArgument:
+    return InvalidArgument(f"masks of {a.nr_cpu_ids} and {b.nr_cpu_ids} CPUs do not combine")
+
+
 def _cpulist(cpus: Iterable[int]) -> str:
     bits = 0
     for c in cpus:
         bits |= 1 << c
-    return Cpumask._make(bits, max(bits.bit_length(), 1)).format_list()
-
-
-def _iter_runs(s: str) -> Iterator[int]:
-    for m in _RUNS.finditer(s):
-        yield from range(*m.span())
+    return _make(bits, max(bits.bit_length(), 1)).format_list()
 
 
 def _checked_bits(bits: int, nr: int) -> int:

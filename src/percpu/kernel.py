@@ -321,32 +321,34 @@ def bpf_cpumask_first_and(src1: Any, src2: Any) -> int:
 
 
 def bpf_cpumask_set_cpu(cpu: int, cpumask: BpfCpumask) -> None:
-    cpumask.set_cpu(cpu)
+    _dst(cpumask).set_cpu(cpu)
 
 
 def bpf_cpumask_clear_cpu(cpu: int, cpumask: BpfCpumask) -> None:
-    cpumask.clear_cpu(cpu)
+    _dst(cpumask).clear_cpu(cpu)
 
 
 def bpf_cpumask_test_cpu(cpu: int, cpumask: Any) -> bool:
+    if isinstance(cpumask, BpfCpumask):
+        return cpumask.test_cpu(cpu)
     bits, nr = _bits_of(cpumask)
     return 0 <= cpu < nr and bool(bits >> cpu & 1)
 
 
 def bpf_cpumask_test_and_set_cpu(cpu: int, cpumask: BpfCpumask) -> bool:
-    return cpumask.test_and_set_cpu(cpu)
+    return _dst(cpumask).test_and_set_cpu(cpu)
 
 
 def bpf_cpumask_test_and_clear_cpu(cpu: int, cpumask: BpfCpumask) -> bool:
-    return cpumask.test_and_clear_cpu(cpu)
+    return _dst(cpumask).test_and_clear_cpu(cpu)
 
 
 def bpf_cpumask_setall(cpumask: BpfCpumask) -> None:
-    cpumask.store_bits((1 << cpumask.nr_cpu_ids) - 1)
+    _dst(cpumask).store_bits((1 << cpumask.nr_cpu_ids) - 1)
 
 
 def bpf_cpumask_clear(cpumask: BpfCpumask) -> None:
-    cpumask.store_bits(0)
+    _dst(cpumask).store_bits(0)
 
 
 def _dst(dst: Any) -> BpfCpumask:
@@ -410,6 +412,8 @@ def bpf_cpumask_any_and_distribute(src1: Any, src2: Any) -> int:
 
 
 def bpf_cpumask_weight(cpumask: Any) -> int:
+    if isinstance(cpumask, BpfCpumask):
+        return cpumask.weight()
     return _bits_of(cpumask)[0].bit_count()
 
 
