@@ -358,7 +358,7 @@ def _print_text(doc: dict[str, Any]) -> None:
     print_table(rows(ALGEBRA_CASES))
     print(f"\n3. kfuncs on a BpfCpumask, {DOMAIN_CPUS}-CPU domain")
     print_table(rows(KFUNC_CASES))
-    print(f"  (noop() = {s['noop_ns']:.1f} ns; the kfuncs are Python functions today)")
+    print(f"  (noop() = {s['noop_ns']:.1f} ns; methods and facade calls are C entry points)")
     print(f"\n4. this process's affinity ({a['cpus']} CPUs), {a['rounds']} rounds, unpinned, no domain current")
     print_table(rows(AFFINITY_CASES))
     if a["psutil"] is None:

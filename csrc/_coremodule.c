@@ -2291,6 +2291,7 @@ static PyMethodDef core_methods[] = {
 	{ "kfree", (PyCFunction)(void (*)(void))core_kfree, METH_FASTCALL,
 	  "kfree(ptr): free an allocation of the current domain; kfree(0) does nothing." },
 	MA_MODULE_METHODS
+	CM_MODULE_METHODS
 	{ "pcpu_set_hook", core_pcpu_set_hook, METH_O,
 	  "pcpu_set_hook(callable | None): receives the per-CPU allocator's events." },
 	{ "memcg_set_active", core_memcg_set_active, METH_VARARGS,

@@ -320,27 +320,14 @@ def bpf_cpumask_first_and(src1: Any, src2: Any) -> int:
     return _first(both) if both else nr
 
 
-def bpf_cpumask_set_cpu(cpu: int, cpumask: BpfCpumask) -> None:
-    _dst(cpumask).set_cpu(cpu)
-
-
-def bpf_cpumask_clear_cpu(cpu: int, cpumask: BpfCpumask) -> None:
-    _dst(cpumask).clear_cpu(cpu)
-
-
-def bpf_cpumask_test_cpu(cpu: int, cpumask: Any) -> bool:
-    if isinstance(cpumask, BpfCpumask):
-        return cpumask.test_cpu(cpu)
-    bits, nr = _bits_of(cpumask)
-    return 0 <= cpu < nr and bool(bits >> cpu & 1)
-
-
-def bpf_cpumask_test_and_set_cpu(cpu: int, cpumask: BpfCpumask) -> bool:
-    return _dst(cpumask).test_and_set_cpu(cpu)
-
-
-def bpf_cpumask_test_and_clear_cpu(cpu: int, cpumask: BpfCpumask) -> bool:
-    return _dst(cpumask).test_and_clear_cpu(cpu)
+# The single-bit kfuncs and weight are C entry points (no Python frame): they take
+# a BpfCpumask (test_cpu and weight also a Cpumask); CPUs >= nr_cpu_ids are ignored / false.
+bpf_cpumask_set_cpu: Callable[[int, BpfCpumask], None] = _core.bpf_cpumask_set_cpu
+bpf_cpumask_clear_cpu: Callable[[int, BpfCpumask], None] = _core.bpf_cpumask_clear_cpu
+bpf_cpumask_test_cpu: Callable[[int, Any], bool] = _core.bpf_cpumask_test_cpu
+bpf_cpumask_test_and_set_cpu: Callable[[int, BpfCpumask], bool] = _core.bpf_cpumask_test_and_set_cpu
+bpf_cpumask_test_and_clear_cpu: Callable[[int, BpfCpumask], bool] = _core.bpf_cpumask_test_and_clear_cpu
+bpf_cpumask_weight: Callable[[Any], int] = _core.bpf_cpumask_weight
 
 
 def bpf_cpumask_setall(cpumask: BpfCpumask) -> None:
@@ -409,12 +396,6 @@ def bpf_cpumask_any_distribute(src: Any) -> int:
 def bpf_cpumask_any_and_distribute(src1: Any, src2: Any) -> int:
     (a, nr), (b, _) = _bits_of(src1), _bits_of(src2)
     return _distribute(a & b, nr)
-
-
-def bpf_cpumask_weight(cpumask: Any) -> int:
-    if isinstance(cpumask, BpfCpumask):
-        return cpumask.weight()
-    return _bits_of(cpumask)[0].bit_count()
 
 
 def bpf_cpumask_populate(cpumask: BpfCpumask, src: bytes | bytearray | memoryview) -> int:

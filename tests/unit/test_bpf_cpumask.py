@@ -241,3 +241,23 @@ def test_kfunc_names_are_all_there():
     assert len(names) == 27  # 26 kfuncs + the dtor
     assert all(callable(getattr(k, n)) for n in names)
     assert os.environ.get("PERCPU_NEVER_SET") is None
+
+
+def test_c_facade_reads_a_cpumask_value_too(domain):
+    nr = domain.nr_cpu_ids
+    v = Cpumask([1, 2], nr)
+    assert k.bpf_cpumask_test_cpu(1, v) and not k.bpf_cpumask_test_cpu(0, v)
+    assert not k.bpf_cpumask_test_cpu(nr, v) and not k.bpf_cpumask_test_cpu(-1, v)
+    assert not k.bpf_cpumask_test_cpu(1 << 80, v)
+    assert k.bpf_cpumask_weight(v) == 2
+    with pytest.raises(TypeError):
+        k.bpf_cpumask_set_cpu(0, v)  # read-only: the verifier's "expected pointer to STRUCT bpf_cpumask"
+    with pytest.raises(TypeError):
+        k.bpf_cpumask_test_cpu(0, None)
+    with pytest.raises(TypeError):
+        k.bpf_cpumask_weight(object())
+    m = _create()
+    assert not k.bpf_cpumask_test_cpu(1 << 80, m)
+    k.bpf_cpumask_set_cpu(1 << 80, m)  # ignored
+    assert k.bpf_cpumask_weight(m) == 0
+    k.bpf_cpumask_release(m)
