@@ -51,7 +51,8 @@ read is this process's real affinity over the machine's CPUs.
 
 Target (from the issue): a kfunc call on a ``BpfCpumask`` within 2x of a
 no-op C-extension call (``_core.noop()``), judged for each of the four calls
-on its own line.  The kfuncs are Python today: expect MISS.
+on its own line.  The four are C entry points (the methods of the C handle and the facade
+functions).
 
 Checks, before timing: every parser gives the same CPUs, ``format_list()`` and
 ``format_cpulist`` print the parsed text back, ``parse_mask`` and the peer
