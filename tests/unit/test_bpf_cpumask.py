@@ -261,3 +261,42 @@ def test_c_facade_reads_a_cpumask_value_too(domain):
     k.bpf_cpumask_set_cpu(1 << 80, m)  # ignored
     assert k.bpf_cpumask_weight(m) == 0
     k.bpf_cpumask_release(m)
+
+
+def _child_releases_last(ptr: int, ready: int, go: int) -> int:
+    dom = percpu.current_domain()
+    m = BpfCpumask.from_ptr(ptr)
+    dom.arena.store(ready, 1)
+    while dom.arena.load(go) == 0:  # the parent drops its reference and enters a read section
+        pass
+    m.release()  # the last reference, in this process: free_rcu
+    return 0 if m.released else 3
+
+
+def test_last_release_in_another_process_waits_for_this_process_readers(make_domain):
+    from percpu.runtime.kthread import kthread_run_on_cpu
+
+    dom = make_domain(size=8 << 20, nr_cpus=2)
+    ma = bpf_cpumask_ma()
+    m = _create()
+    k.bpf_cpumask_set_cpu(1, m)
+    ready, go = dom.kzalloc(8), dom.kzalloc(8)
+    kt = kthread_run_on_cpu(_child_releases_last, 0, "mask_rel/%u", m.ptr, ready, go, method="fork")
+    while dom.arena.load(ready) == 0:
+        pass
+    ptr = m.ptr
+    k.bpf_cpumask_release(m)  # the child now holds the only reference
+    with percpu.on_cpu(0), rcu.read_lock():  # a reader from before the free
+        dom.arena.store(go, 1)
+        assert kt.join(60) == 0
+        got = [ma.cache_alloc() for _ in range(200)]  # CPU 0's cache, where the child freed it
+        assert ptr not in got  # not reused while we may still read it
+        assert dom.arena.load(ptr) == 2  # still CPU 1's bit
+    for p in got:
+        with percpu.on_cpu(0):
+            ma.cache_free(p)
+    rcu.synchronize()
+    ma.poll()
+    chk = ma.check()
+    assert chk["outstanding"] == 0
+    dom.check()
