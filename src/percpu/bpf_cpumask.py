@@ -128,7 +128,8 @@ class BpfCpumask(_core.CpumaskRef):
         if self.released:
             raise ValueError("bpf_cpumask released twice (the verifier would reject this program)")
         self.weight()  # the liveness checks
-        self._mark_released()
+        if self._mark_released():  # test-and-set under the GIL: two threads cannot both release it
+            raise ValueError("bpf_cpumask released twice (the verifier would reject this program)")
         if self.domain.arena.fetch_add(self._usage_off(), -1) == 1:
             self._ma.cache_free_rcu(self.ptr)
 
@@ -160,7 +161,7 @@ class BpfCpumask(_core.CpumaskRef):
         """
         self.weight()  # the liveness checks
         need = 8 * ((self.nr_cpu_ids + 63) // 64)
-        data = bytes(src)
+        data = bytes(memoryview(src).cast("B"))  # a buffer: an int is a TypeError, not that many zeros
         if len(data) < need:
             raise AccessDenied(f"bpf_cpumask_populate: source of {len(data)} bytes, the mask needs {need}")
         self.store_bits(int.from_bytes(data[:need], "little"))

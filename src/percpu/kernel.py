@@ -315,8 +315,9 @@ def bpf_cpumask_first_zero(cpumask: Any) -> int:
 
 
 def bpf_cpumask_first_and(src1: Any, src2: Any) -> int:
-    (a, nr), (b, _) = _bits_of(src1), _bits_of(src2)
-    both = a & b
+    (a, nr1), (b, nr2) = _bits_of(src1), _bits_of(src2)
+    nr = min(nr1, nr2)
+    both = a & b & ((1 << nr) - 1)
     return _first(both) if both else nr
 
 
@@ -344,20 +345,24 @@ def _dst(dst: Any) -> BpfCpumask:
     return dst
 
 
+def _store(d: BpfCpumask, v: int) -> int:
+    """Store the nr_cpu_ids bits of ``v`` that the destination has (the kernel reads no more)."""
+    v &= (1 << d.nr_cpu_ids) - 1
+    d.store_bits(v)
+    return v
+
+
 def bpf_cpumask_and(dst: BpfCpumask, src1: Any, src2: Any) -> bool:
     """dst = src1 & src2; True iff the result is not empty."""
-    d = _dst(dst)
-    v = _bits_of(src1)[0] & _bits_of(src2)[0]
-    d.store_bits(v)
-    return v != 0
+    return _store(_dst(dst), _bits_of(src1)[0] & _bits_of(src2)[0]) != 0
 
 
 def bpf_cpumask_or(dst: BpfCpumask, src1: Any, src2: Any) -> None:
-    _dst(dst).store_bits(_bits_of(src1)[0] | _bits_of(src2)[0])
+    _store(_dst(dst), _bits_of(src1)[0] | _bits_of(src2)[0])
 
 
 def bpf_cpumask_xor(dst: BpfCpumask, src1: Any, src2: Any) -> None:
-    _dst(dst).store_bits(_bits_of(src1)[0] ^ _bits_of(src2)[0])
+    _store(_dst(dst), _bits_of(src1)[0] ^ _bits_of(src2)[0])
 
 
 def bpf_cpumask_equal(src1: Any, src2: Any) -> bool:
@@ -384,7 +389,7 @@ def bpf_cpumask_full(cpumask: Any) -> bool:
 
 
 def bpf_cpumask_copy(dst: BpfCpumask, src: Any) -> None:
-    _dst(dst).store_bits(_bits_of(src)[0])
+    _store(_dst(dst), _bits_of(src)[0])
 
 
 def bpf_cpumask_any_distribute(src: Any) -> int:
@@ -394,8 +399,9 @@ def bpf_cpumask_any_distribute(src: Any) -> int:
 
 
 def bpf_cpumask_any_and_distribute(src1: Any, src2: Any) -> int:
-    (a, nr), (b, _) = _bits_of(src1), _bits_of(src2)
-    return _distribute(a & b, nr)
+    (a, nr1), (b, nr2) = _bits_of(src1), _bits_of(src2)
+    nr = min(nr1, nr2)
+    return _distribute(a & b & ((1 << nr) - 1), nr)
 
 
 def bpf_cpumask_populate(cpumask: BpfCpumask, src: bytes | bytearray | memoryview) -> int:

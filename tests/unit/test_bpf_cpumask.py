@@ -300,3 +300,33 @@ def test_last_release_in_another_process_waits_for_this_process_readers(make_dom
     chk = ma.check()
     assert chk["outstanding"] == 0
     dom.check()
+
+
+def test_sources_of_another_width_are_cut_to_the_destination(domain):
+    nr = domain.nr_cpu_ids  # 4
+    m = _create()
+    wide = Cpumask([0, 5, 100], 128)
+    assert k.bpf_cpumask_and(m, Cpumask([5], 64), Cpumask([5], 64)) is False and k.bpf_cpumask_empty(m)
+    k.bpf_cpumask_copy(m, wide)
+    assert list(m) == [0]
+    k.bpf_cpumask_or(m, wide, m)
+    k.bpf_cpumask_xor(m, wide, Cpumask([1], 128))
+    assert list(m) == [0, 1] and m.bits() < (1 << nr)
+    assert k.bpf_cpumask_first_and(Cpumask([0], nr), Cpumask([5], 64)) == nr
+    assert k.bpf_cpumask_first_and(Cpumask([5], 64), Cpumask([0], nr)) == nr
+    with pytest.raises(TypeError):
+        k.bpf_cpumask_populate(m, 8)  # an int is not a buffer
+    assert list(m) == [0, 1]
+    k.bpf_cpumask_release(m)
+
+
+def test_handle_constructor_refuses_wrapping_numbers(domain):
+    from percpu import _core
+
+    ma = bpf_cpumask_ma()
+    m = _create()
+    with pytest.raises((OverflowError, errors.InvalidArgument)):
+        _core.CpumaskRef(ma, m.ptr, 2**32 + 4)
+    with pytest.raises(OverflowError):
+        _core.CpumaskRef(ma, 2**64 + m.ptr, 4)
+    k.bpf_cpumask_release(m)
