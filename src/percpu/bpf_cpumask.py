@@ -71,12 +71,47 @@ class BpfCpumask(_core.CpumaskRef):
     ``store_bits(int)``.
     """
 
-    __slots__ = ("domain", "_ma", "__weakref__")
+    __slots__ = ("domain", "_ma", "_borrowed", "__weakref__")
 
     def __init__(self, ma: BpfMemAlloc, ptr: int) -> None:
         super().__init__(ma, ptr, ma.domain.nr_cpu_ids)
         self._ma = ma
         self.domain = ma.domain
+        self._borrowed = False
+
+    # ---- kptr slots: an arena word holding a mask's pointer (the reference it owns) ---------
+
+    @classmethod
+    def _adopt(cls, ptr: int, domain: Domain | None = None) -> BpfCpumask:
+        """A handle that takes over a reference someone gave up (a slot's), without counting a new one."""
+        m = cls(bpf_cpumask_ma(domain), ptr)
+        m.weight()  # the liveness checks
+        return m
+
+    def _give(self) -> int:
+        """Give this handle's reference away (into a slot): the handle can no longer be used."""
+        if self._borrowed:
+            raise ValueError("a borrowed (RCU) bpf_cpumask cannot be stored into a kptr slot")
+        self.weight()  # the liveness checks
+        if self._mark_released():
+            raise ValueError("bpf_cpumask used after its release (the verifier would reject this program)")
+        return int(self.ptr)
+
+    @classmethod
+    def from_slot(cls, slot: int, domain: Domain | None = None) -> BpfCpumask | None:
+        """The mask in a kptr slot as an RCU pointer (borrowed: no reference, no release), or None.
+
+        Call inside ``percpu.rcu.read_lock()``: the mask stays readable until the
+        section ends even if another process takes it out of the slot and
+        releases it.
+        """
+        dom = domain or current_domain()
+        ptr = int(dom.arena.load(slot))
+        if not ptr:
+            return None
+        m = cls(bpf_cpumask_ma(dom), ptr)
+        m._borrowed = True
+        return m
 
     # ---- life cycle --------------------------------------------------------------------
 
@@ -125,6 +160,8 @@ class BpfCpumask(_core.CpumaskRef):
 
     def release(self) -> None:
         """``bpf_cpumask_release()``: drop this handle's reference; the last one frees with free_rcu."""
+        if self._borrowed:
+            raise ValueError("release of a borrowed (RCU) bpf_cpumask: it holds no reference")
         if self.released:
             raise ValueError("bpf_cpumask released twice (the verifier would reject this program)")
         self.weight()  # the liveness checks

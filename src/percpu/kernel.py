@@ -76,6 +76,7 @@ __all__ = [
     "bpf_cpumask_and",
     "bpf_cpumask_or",
     "bpf_cpumask_xor",
+    "bpf_kptr_xchg",
     "bpf_cpumask_equal",
     "bpf_cpumask_intersects",
     "bpf_cpumask_subset",
@@ -298,9 +299,27 @@ def bpf_cpumask_release(cpumask: BpfCpumask) -> None:
     cpumask.release()
 
 
-def bpf_cpumask_release_dtor(cpumask: BpfCpumask) -> None:
-    """The kptr destructor: the reference a map value's slot held."""
+def bpf_cpumask_release_dtor(cpumask: BpfCpumask | int) -> None:
+    """The kptr destructor: drops the reference a slot held (a handle, or the slot's arena offset)."""
+    if isinstance(cpumask, int):
+        old = bpf_kptr_xchg(cpumask, None)
+        if old is not None:
+            old.release()
+        return
     cpumask.release()
+
+
+def bpf_kptr_xchg(slot: int, new: BpfCpumask | None) -> BpfCpumask | None:
+    """Swap ``new`` (whose reference moves into the slot) with the slot's occupant (whose moves out).
+
+    ``slot`` is the arena offset of an 8-byte kptr field (a map value's, a
+    global's).  ``new``'s handle can no longer be used; the returned handle
+    owns the previous occupant's reference (None if the slot was empty).
+    """
+    dom = current_domain()
+    ptr = new._give() if new is not None else 0
+    old = int(dom.arena.xchg(slot, ptr))
+    return BpfCpumask._adopt(old, dom) if old else None
 
 
 def bpf_cpumask_first(cpumask: Any) -> int:

@@ -330,3 +330,60 @@ def test_handle_constructor_refuses_wrapping_numbers(domain):
     with pytest.raises(OverflowError):
         _core.CpumaskRef(ma, 2**64 + m.ptr, 4)
     k.bpf_cpumask_release(m)
+
+
+# ---- kptr slots: cpumask_success.c tests 10-18 -------------------------------------------
+
+
+def test_10_insert_leave_then_teardown_releases(domain):
+    slot = domain.kzalloc(8)
+    m = _create()
+    ptr = m.ptr
+    assert k.bpf_kptr_xchg(slot, m) is None  # the slot was empty; m's reference moved in
+    with pytest.raises(ValueError):
+        k.bpf_cpumask_set_cpu(0, m)  # the program no longer owns it
+    assert domain.arena.load(slot) == ptr
+    k.bpf_cpumask_release_dtor(slot)  # map teardown: the dtor drops the slot's reference
+    assert domain.arena.load(slot) == 0
+    assert bpf_cpumask_ma().obj_cache(ptr) is None  # freed (free_rcu)
+
+
+def test_11_insert_remove_release(domain):
+    slot = domain.kzalloc(8)
+    assert k.bpf_kptr_xchg(slot, _create()) is None
+    got = k.bpf_kptr_xchg(slot, None)
+    assert got is not None and got.refcount == 1 and k.bpf_cpumask_empty(got)
+    k.bpf_cpumask_release(got)
+
+
+def test_12_global_mask_rcu(domain):
+    slot = domain.kzalloc(8)
+    m = _create()
+    k.bpf_cpumask_set_cpu(1, m)
+    assert k.bpf_kptr_xchg(slot, m) is None
+    with rcu.read_lock():
+        g = BpfCpumask.from_slot(slot)
+        assert g is not None and k.bpf_cpumask_test_cpu(1, g)
+        with pytest.raises(ValueError, match="borrowed"):
+            k.bpf_cpumask_release(g)  # an RCU pointer holds no reference
+        owned = k.bpf_cpumask_acquire(g)  # but can be acquired
+    assert owned.refcount == 2
+    k.bpf_cpumask_release(owned)
+    k.bpf_cpumask_release_dtor(slot)
+
+
+@pytest.mark.parametrize("nslots", [1, 2, 11])  # 13 (one-element array), 14-17 (two slots), 18 (11 slots)
+def test_13_to_18_independent_slots(domain, nslots):
+    base = domain.kzalloc(8 * nslots)
+    slots = [base + 8 * i for i in range(nslots)]
+    assert k.bpf_kptr_xchg(slots[0], _create()) is None
+    with rcu.read_lock():
+        assert BpfCpumask.from_slot(slots[0]) is not None
+        assert all(BpfCpumask.from_slot(s) is None for s in slots[1:])
+    for s in slots[1:]:
+        assert k.bpf_kptr_xchg(s, _create()) is None
+    with rcu.read_lock():
+        ptrs = [BpfCpumask.from_slot(s).ptr for s in slots]  # type: ignore[union-attr]
+    assert len(set(ptrs)) == nslots  # distinct masks
+    for s in slots:
+        k.bpf_cpumask_release_dtor(s)
