@@ -112,6 +112,7 @@ def _read_machine_list(name: str) -> tuple[int, ...]:
 
 
 @functools.cache
+@functools.cache
 def _machine_possible() -> tuple[int, ...]:
     """This machine's ``cpu_possible_mask`` (fixed at boot, so read once)."""
     try:
