@@ -97,7 +97,7 @@ static inline uint64_t walk_limit(const struct pk_ma_env *e)
 	return e->a->size / 16 + 16;
 }
 
-static uint64_t *list_head(struct pk_ma_cache *c, int l)
+uint64_t *pk_ma_list_head(struct pk_ma_cache *c, int l)
 {
 	switch (l) {
 	case PK_MA_L_FREE:	return &c->free_llist;
@@ -209,8 +209,8 @@ static void xfer_repair(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cach
 
 	if (!head)
 		return;
-	src = list_head(c, (int)c->xfer_src);
-	dst = list_head(c, (int)c->xfer_dst);
+	src = pk_ma_list_head(c, (int)c->xfer_src);
+	dst = pk_ma_list_head(c, (int)c->xfer_dst);
 	if (c->xfer_dst == PK_MA_L_BACKEND) {
 		/* The free loop advances xfer_head before each kfree: free the rest. */
 		if (src && reachable(e, READ_ONCE64(src), head))
@@ -251,7 +251,7 @@ static void cache_repair(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cac
 	 * is still on our list and may be handed out once we unlock: forget it.
 	 */
 	if (ma->st_head && ma->st_src == COFF(e, c) && !ma->st_done &&
-	    reachable(e, READ_ONCE64(list_head(c, (int)ma->st_srclist)), ma->st_head))
+	    reachable(e, READ_ONCE64(pk_ma_list_head(c, (int)ma->st_srclist)), ma->st_head))
 		WRITE_ONCE64(&ma->st_head, 0);
 	/* A move into this cache whose holder died holding our lock: did it commit? */
 	if (ma->st_head && ma->st_tgt == COFF(e, c) && !ma->st_done &&
@@ -303,7 +303,7 @@ static void staging_repair(struct pk_ma_env *e, struct pk_ma *ma)
 			cache_unlock(src);
 			goto out;
 		}
-		in_src = reachable(e, READ_ONCE64(list_head(src, (int)ma->st_srclist)), ma->st_head);
+		in_src = reachable(e, READ_ONCE64(pk_ma_list_head(src, (int)ma->st_srclist)), ma->st_head);
 		cache_unlock(src);
 		if (!in_src) {
 			cache_lock(e, ma, tgt);	/* a repair of tgt's lock settles st_done */
@@ -410,7 +410,7 @@ static void free_one(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache *
 /* Free the whole list @l of c now (drain / draining paths).  Under c's lock. */
 static uint64_t free_list_now(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_cache *c, int l)
 {
-	uint64_t *h = list_head(c, l), head, cnt = 0;
+	uint64_t *h = pk_ma_list_head(c, l), head, cnt = 0;
 
 	head = READ_ONCE64(h);
 	if (!head)
@@ -448,7 +448,7 @@ static uint64_t free_list_now(struct pk_ma_env *e, struct pk_ma *ma, struct pk_m
  */
 static uint64_t xfer(struct pk_ma_env *e, struct pk_ma_cache *c, int src, int dst, uint64_t n)
 {
-	uint64_t *sh = list_head(c, src), *dh = list_head(c, dst), head, tail, k;
+	uint64_t *sh = pk_ma_list_head(c, src), *dh = pk_ma_list_head(c, dst), head, tail, k;
 
 	head = READ_ONCE64(sh);
 	if (!head)
@@ -642,7 +642,7 @@ static uint64_t move_to_tgt(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_
 	uint64_t *sh, head, tail, k;
 
 	cache_lock(e, ma, c);
-	sh = list_head(c, srclist);
+	sh = pk_ma_list_head(c, srclist);
 	head = READ_ONCE64(sh);
 	/* waiting_for_gp: only the batch whose grace period the caller saw end */
 	if (!head || (srclist == PK_MA_L_WAIT && c->gp_cookie != cookie)) {
@@ -1127,7 +1127,7 @@ int pk_ma_check(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st, c
 		for (l = PK_MA_L_FREE; l <= PK_MA_L_WAIT_TTRACE && !err; l++) {
 			lim = walk_limit(e);
 			k = 0;
-			for (node = READ_ONCE64(list_head(c, l)); node && !err; node = LINK(e, node)) {
+			for (node = READ_ONCE64(pk_ma_list_head(c, l)); node && !err; node = LINK(e, node)) {
 				if (!lim--) {
 					snprintf(msg, msglen, "cpu %u bucket %u list %d: cycle", c->cpu, c->idx, l);
 					err = -EUCLEAN;
@@ -1241,7 +1241,7 @@ static void drain_mem_cache(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_
 	 * objects that are waiting for a grace period go back after one.
 	 */
 	for (l = PK_MA_L_BY_RCU; l <= PK_MA_L_WAIT_TTRACE; l++) {
-		uint64_t *h = list_head(c, l), head, tail;
+		uint64_t *h = pk_ma_list_head(c, l), head, tail;
 
 		head = READ_ONCE64(h);
 		if (l == PK_MA_L_EXTRA_RCU)
@@ -1283,7 +1283,7 @@ int pk_ma_destroy(struct pk_ma_env *e, struct pk_ma *ma, struct pk_ma_stats *st,
 		if (!c->unit_size)
 			continue;
 		for (l = PK_MA_L_FREE; l <= PK_MA_L_WAIT_TTRACE; l++)
-			st->on_list[l] += chain_len(e, READ_ONCE64(list_head(c, l)));
+			st->on_list[l] += chain_len(e, READ_ONCE64(pk_ma_list_head(c, l)));
 	}
 	outstanding(e, ma, st);
 	*nleaks = 0;

@@ -177,6 +177,8 @@ struct pk_arena;
 struct pk_pcpu;
 
 int pk_ma_cache_idx(uint64_t size);
+/* The head word of list @l (enum pk_ma_list) of a cache; NULL for PK_MA_L_BACKEND. */
+uint64_t *pk_ma_list_head(struct pk_ma_cache *c, int l);
 extern const uint32_t pk_ma_sizes[PK_MA_NUM_CACHES];
 void pk_ma_watermarks(uint32_t unit_size, int percpu, uint32_t *low, uint32_t *high,
 		      uint32_t *batch);

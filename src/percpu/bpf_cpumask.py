@@ -122,12 +122,10 @@ class BpfCpumask(_core.CpumaskRef):
         ptr = ma.cache_alloc()
         if ptr is None:
             return None
-        a = ma.domain.arena
-        nw = (ma.domain.nr_cpu_ids + 63) // 64
-        for w in range(nw):  # recycled objects are not zeroed: the kernel memsets here too
-            a.store(ptr + 8 * w, 0)
-        a.store(ptr + 8 * nw, 1)
-        return cls(ma, ptr)
+        ma.domain.arena.store(ptr + 8 * ((ma.domain.nr_cpu_ids + 63) // 64), 1)  # usage
+        m = cls(ma, ptr)
+        m.store_bits(0)  # recycled objects are not zeroed: the kernel memsets here too
+        return m
 
     @classmethod
     def from_ptr(cls, ptr: int, domain: Domain | None = None) -> BpfCpumask:

@@ -94,12 +94,17 @@ def bitmap_size(nbits: int) -> int:
 # ---- where nr_cpu_ids comes from ---------------------------------------------
 
 
+_domain_mod: Any = None
+
+
 def _peek_domain() -> Domain | None:
     """The current domain if one is current, without creating the default one."""
+    global _domain_mod
     try:
-        from percpu.runtime import domain as _domain
-
-        dom: Domain | None = _domain._stack[-1] if _domain._stack else _domain._default
+        if _domain_mod is None:  # imported once, lazily: percpu.runtime.domain imports topology
+            from percpu.runtime import domain as _domain_mod
+        d = _domain_mod
+        dom: Domain | None = d._stack[-1] if d._stack else d._default
         if dom is None or dom.closed:
             return None
         return dom

@@ -14,17 +14,10 @@ from typing import Any
 
 import click
 
-from percpu.cli.render import Options, emit, fail, table
+from percpu.cli.render import Options, domain_names, emit, fail, table
 
 __all__ = ["freelist"]
 
-
-def _domains(name: str | None) -> list[str]:
-    from percpu.runtime.domain import list_domains
-
-    if name is not None:
-        return [name]
-    return [d.name for d in list_domains() if d.error is None]
 
 
 def _collect(domain: str | None, only: str | None) -> list[dict[str, Any]]:
@@ -32,7 +25,7 @@ def _collect(domain: str | None, only: str | None) -> list[dict[str, Any]]:
     from percpu.runtime.domain import Domain
 
     out = []
-    for dname in _domains(domain):
+    for dname in domain_names(domain):
         dom = Domain.attach(dname)
         try:
             for e in dom.objects():

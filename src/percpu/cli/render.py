@@ -26,6 +26,7 @@ import click
 
 __all__ = [
     "Justify",
+    "domain_names",
     "Options",
     "current_options",
     "dumps",
@@ -181,3 +182,12 @@ def _rich_table(columns: Sequence[str], body: list[list[str]], aligns: list[Just
         tbl.add_row(*(Text(cell) for cell in row))
     console.print(tbl)
     return True
+
+
+def domain_names(only: str | None) -> list[str]:
+    """The domains a listing command looks at: ``only``, or every readable domain of this user."""
+    from percpu.runtime.domain import list_domains
+
+    if only is not None:
+        return [only]
+    return [d.name for d in list_domains() if d.error is None]
