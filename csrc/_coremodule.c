@@ -1444,6 +1444,32 @@ static int rcu_slot_slow(void)
 	return 0;
 }
 
+/*
+ * This thread's reader slot in arena @a, registering one if needed, without
+ * making @a current (the current domain is process-wide: a background thread
+ * must not switch it under the others).  NULL with an exception set.
+ */
+static struct pk_rcu_slot *rcu_slot_in(ArenaObject *a)
+{
+	struct pk_rcu_state *r = arena_rcu(a);
+	uint32_t tid = (uint32_t)pk_gettid(), i, hi;
+	int32_t pid = (int32_t)getpid();
+	int idx = -1;
+
+	if (rcu_tls.id == a->id && a->id != 0)
+		return rcu_tls.slot;
+	hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
+	for (i = 0; i < hi; i++)
+		if (__atomic_load_n(&r->slots[i].tid, __ATOMIC_ACQUIRE) == tid && r->slots[i].pid == pid)
+			return &r->slots[i];
+	ARENA_CALL(a, idx = pk_rcu_register(r, tid, pid));
+	if (idx < 0) {
+		raise_errno(ENOSPC, "no free RCU reader slot in this domain (one per reader thread)");
+		return NULL;
+	}
+	return &r->slots[idx];
+}
+
 static inline int rcu_slot(void)
 {
 	if (likely(rcu_tls.id == rcu_cur_id && rcu_cur_id != 0))

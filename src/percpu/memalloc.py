@@ -352,12 +352,9 @@ def _poll(ma: BpfMemAlloc, cache: int, key: tuple[int, int, str]) -> None:
     dom = ma.domain
     if dom.closed:
         return
-    with dom:
-        _core.rcu_read_lock()  # the caches outlive this section (destroy frees them after a GP)
-        try:
-            still = ma._poll(cache)
-        finally:
-            _core.rcu_read_unlock()
+    # _poll reads inside a read-side section of ma's own domain (the caches outlive
+    # it); it must not make that domain current: the current domain is process-wide.
+    still = ma._poll(cache)
     # A wait that started after this callback was queued has a later cookie: queue again.
     if still & 1:
         _core_event("rcu", ma, cache)
