@@ -36,7 +36,11 @@ def test_sigkill_anywhere_in_the_allocator(make_domain):
         mine[p] = 0xC0DE0000 + i
     rng = random.Random(int(os.environ.get("PERCPU_SEED", "11")))
     kills = int(20 * float(os.environ.get("PERCPU_STRESS_SCALE", "1")))
-    for k in range(kills):
+    k = -1
+    # At least `kills` kills, and more (up to 60) until one has landed inside the
+    # lock: with few kills (PERCPU_STRESS_SCALE under ASan) none may have.
+    while k + 1 < kills or (pcpu.info()["recoveries"] == 0 and k + 1 < kills + 60):
+        k += 1
         kt = kthread_run_on_cpu(mp_helpers.pcpu_churn_forever, k % 2, "pcpu_crash/%u", k, method="fork")
         time.sleep(rng.uniform(0.005, 0.05))
         os.kill(kt.pid, signal.SIGKILL)
