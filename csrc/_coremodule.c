@@ -856,6 +856,7 @@ static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py
 #include "_core_pcpu.inc"
 #include "_core_memalloc.inc"
 #include "_core_cpumask.inc"
+#include "_core_xdpparse.inc"
 
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
@@ -2318,6 +2319,7 @@ static PyMethodDef core_methods[] = {
 	  "kfree(ptr): free an allocation of the current domain; kfree(0) does nothing." },
 	MA_MODULE_METHODS
 	CM_MODULE_METHODS
+	XP_MODULE_METHODS
 	{ "pcpu_set_hook", core_pcpu_set_hook, METH_O,
 	  "pcpu_set_hook(callable | None): receives the per-CPU allocator's events." },
 	{ "memcg_set_active", core_memcg_set_active, METH_VARARGS,
