@@ -51,6 +51,10 @@ typedef struct {
 	PyTypeObject *counter_type;
 	PyTypeObject *ma_type;
 	PyTypeObject *cmref_type;
+	PyTypeObject *cpumap_type;
+	PyTypeObject *worker_type;
+	PyTypeObject *xdpframe_type;
+	PyTypeObject *pktlist_type;
 } core_state;
 
 typedef struct {
@@ -857,6 +861,7 @@ static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py
 #include "_core_memalloc.inc"
 #include "_core_cpumask.inc"
 #include "_core_xdpparse.inc"
+#include "_core_cpumap.inc"
 
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
@@ -2320,6 +2325,7 @@ static PyMethodDef core_methods[] = {
 	MA_MODULE_METHODS
 	CM_MODULE_METHODS
 	XP_MODULE_METHODS
+	CPUMAP_MODULE_METHODS
 	{ "pcpu_set_hook", core_pcpu_set_hook, METH_O,
 	  "pcpu_set_hook(callable | None): receives the per-CPU allocator's events." },
 	{ "memcg_set_active", core_memcg_set_active, METH_VARARGS,
@@ -2382,6 +2388,18 @@ static int core_exec(PyObject *m)
 	st->counter_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &counter_spec, NULL);
 	if (st->counter_type == NULL || PyModule_AddType(m, st->counter_type) < 0)
 		return -1;
+	st->cpumap_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &cpumap_spec, NULL);
+	if (st->cpumap_type == NULL || PyModule_AddType(m, st->cpumap_type) < 0)
+		return -1;
+	st->worker_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &worker_spec, NULL);
+	if (st->worker_type == NULL || PyModule_AddType(m, st->worker_type) < 0)
+		return -1;
+	st->xdpframe_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &xdpframe_spec, NULL);
+	if (st->xdpframe_type == NULL || PyModule_AddType(m, st->xdpframe_type) < 0)
+		return -1;
+	st->pktlist_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pktlist_spec, NULL);
+	if (st->pktlist_type == NULL || PyModule_AddType(m, st->pktlist_type) < 0)
+		return -1;
 	if (!atfork_done) {
 		pk_lock_sleep_hook = gil_sleep_hook;
 		pthread_atfork(NULL, NULL, atfork_child);
@@ -2423,6 +2441,10 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->counter_type);
 	Py_VISIT(st->ma_type);
 	Py_VISIT(st->cmref_type);
+	Py_VISIT(st->cpumap_type);
+	Py_VISIT(st->worker_type);
+	Py_VISIT(st->xdpframe_type);
+	Py_VISIT(st->pktlist_type);
 	return 0;
 }
 
@@ -2436,6 +2458,10 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->counter_type);
 	Py_CLEAR(st->ma_type);
 	Py_CLEAR(st->cmref_type);
+	Py_CLEAR(st->cpumap_type);
+	Py_CLEAR(st->worker_type);
+	Py_CLEAR(st->xdpframe_type);
+	Py_CLEAR(st->pktlist_type);
 	return 0;
 }
 
