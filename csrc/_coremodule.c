@@ -55,6 +55,7 @@ typedef struct {
 	PyTypeObject *worker_type;
 	PyTypeObject *xdpframe_type;
 	PyTypeObject *pktlist_type;
+	PyTypeObject *framepool_type;
 } core_state;
 
 typedef struct {
@@ -1458,12 +1459,20 @@ static int rcu_slot_slow(void)
 static struct pk_rcu_slot *rcu_slot_in(ArenaObject *a)
 {
 	struct pk_rcu_state *r = arena_rcu(a);
-	uint32_t tid = (uint32_t)pk_gettid(), i, hi;
-	int32_t pid = (int32_t)getpid();
+	uint32_t tid, i, hi;
+	int32_t pid;
 	int idx = -1;
 
 	if (rcu_tls.id == a->id && a->id != 0)
 		return rcu_tls.slot;
+	if (a == rcu_cur) {
+		/* the current domain: cache the slot as rcu_read_lock() does */
+		if (rcu_slot_slow() < 0)
+			return NULL;
+		return rcu_tls.slot;
+	}
+	tid = (uint32_t)pk_gettid();
+	pid = (int32_t)getpid();
 	hi = __atomic_load_n(&r->hiwater, __ATOMIC_ACQUIRE);
 	for (i = 0; i < hi; i++)
 		if (__atomic_load_n(&r->slots[i].tid, __ATOMIC_ACQUIRE) == tid && r->slots[i].pid == pid)
@@ -2397,6 +2406,9 @@ static int core_exec(PyObject *m)
 	st->xdpframe_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &xdpframe_spec, NULL);
 	if (st->xdpframe_type == NULL || PyModule_AddType(m, st->xdpframe_type) < 0)
 		return -1;
+	st->framepool_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &fpool_spec, NULL);
+	if (st->framepool_type == NULL || PyModule_AddType(m, st->framepool_type) < 0)
+		return -1;
 	st->pktlist_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pktlist_spec, NULL);
 	if (st->pktlist_type == NULL || PyModule_AddType(m, st->pktlist_type) < 0)
 		return -1;
@@ -2445,6 +2457,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->worker_type);
 	Py_VISIT(st->xdpframe_type);
 	Py_VISIT(st->pktlist_type);
+	Py_VISIT(st->framepool_type);
 	return 0;
 }
 
@@ -2462,6 +2475,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->worker_type);
 	Py_CLEAR(st->xdpframe_type);
 	Py_CLEAR(st->pktlist_type);
+	Py_CLEAR(st->framepool_type);
 	return 0;
 }
 

@@ -60,6 +60,7 @@ from percpu.errors import (
     PercpuError,
     TooBig,
 )
+from percpu.freelist import PcpuFreelist
 from percpu.memalloc import BpfMemAlloc
 from percpu.runtime import rcu
 from percpu.runtime.domain import Domain, current_domain
@@ -80,6 +81,7 @@ __all__ = [
     "BpfCpumapVal",
     "CpuMap",
     "EntryInfo",
+    "FramePool",
     "SlotStats",
     "frame_pool",
 ]
@@ -123,29 +125,66 @@ STAT_FIELDS = (
 )
 
 
-def frame_pool(domain: Domain | None = None) -> BpfMemAlloc:
-    """The domain's XDP frame pool: a fixed-size BPF memory allocator named ``xdp_frames``.
+class FramePool(_core.FramePool):
+    """The domain's XDP frames: objects of a fixed-size BPF memory allocator, recycled per CPU.
 
-    Every frame is one object of ``FRAME_SIZE`` bytes: the ``xdp_frame``
-    header, ``XDP_PACKET_HEADROOM`` and room for 1792 bytes of packet.  The
-    first call in a domain creates it; later calls (from any process) attach.
+    Every frame is one object of ``FRAME_SIZE`` bytes of the allocator
+    ``xdp_frames`` (the ``xdp_frame`` header, ``XDP_PACKET_HEADROOM`` and
+    room for 1792 bytes of packet).  A freed frame goes to its CPU's head of
+    the per-CPU freelist ``xdp_frames_fl`` (one lock per batch) and the next
+    allocation takes it from there -- this CPU's head, then the others' --
+    as page_pool recycles a driver's pages; the allocator is asked only when
+    the freelist is empty.  So the pool grows to the frames in flight and
+    stays there (see ``docs/design/xdp.md``).
     """
+
+    ma: BpfMemAlloc
+    freelist: PcpuFreelist
+    domain: Domain
+
+    @classmethod
+    def open(cls, domain: Domain) -> FramePool:
+        dom = domain
+        for _ in range(10):
+            try:
+                ma = BpfMemAlloc.attach(POOL_NAME, domain=dom)
+            except NoEntry:
+                try:
+                    ma = BpfMemAlloc(FRAME_SIZE, name=POOL_NAME, domain=dom)
+                except Exists:
+                    continue
+            try:
+                fl = PcpuFreelist.attach(POOL_NAME + "_fl", domain=dom)
+            except NoEntry:
+                try:
+                    fl = PcpuFreelist.create(dom, POOL_NAME + "_fl")
+                except Exists:
+                    continue
+            self = cls(ma, fl.offset)
+            self.ma, self.freelist, self.domain = ma, fl, dom
+            return self
+        raise Exists("the frame pool is being created and destroyed by others")
+
+    def free_frames(self) -> int:
+        """Frames on the freelist (ready for reuse)."""
+        return sum(v for k, v in self.freelist.counts().items() if isinstance(k, int) or k == "extra")
+
+    def __repr__(self) -> str:
+        return f"<FramePool frames={self.ma.info()['created'] - self.ma.info()['released']} free={self.free_frames()}>"
+
+
+def frame_pool(domain: Domain | None = None) -> FramePool:
+    """The domain's :class:`FramePool` (created by the first caller in the domain, attached after)."""
     dom = domain or current_domain()
     cache = _pools.get(id(dom))
     if cache is not None and cache[0] is dom and not dom.closed:
         return cache[1]
-    try:
-        pool = BpfMemAlloc.attach(POOL_NAME, domain=dom)
-    except NoEntry:
-        try:
-            pool = BpfMemAlloc(FRAME_SIZE, name=POOL_NAME, domain=dom)
-        except Exists:
-            pool = BpfMemAlloc.attach(POOL_NAME, domain=dom)
+    pool = FramePool.open(dom)
     _pools[id(dom)] = (dom, pool)
     return pool
 
 
-_pools: dict[int, tuple[Domain, BpfMemAlloc]] = {}
+_pools: dict[int, tuple[Domain, FramePool]] = {}
 
 
 def _next_map_id(dom: Domain) -> int:
@@ -309,7 +348,7 @@ class CpuMap:
             slots = dom.kzalloc(8 * max_entries)
             if off is None or ents is None or slots is None:
                 raise OutOfMemory("cpu_map_alloc: no room in the domain")
-            _core.cpumap_format(arena, off, self.id, max_entries, value_size, map_flags, ents, slots, self.pool.off)
+            _core.cpumap_format(arena, off, self.id, max_entries, value_size, map_flags, ents, slots, self.pool.ma.off)
             if name is not None:
                 dom.register(name, KIND, off, max_entries)
         except BaseException:
