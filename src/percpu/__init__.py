@@ -8,6 +8,7 @@ own names are in :mod:`percpu.kernel`.
 
 from percpu import errors, memcg
 from percpu.bpf_cpumask import BpfCpumask
+from percpu.cpumap import BpfCpumapVal, CpuMap
 from percpu.cpumask import Cpumask
 from percpu.freelist import PcpuFreelist
 from percpu.memalloc import BpfMemAlloc
@@ -26,8 +27,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "BpfCpumapVal",
     "BpfCpumask",
     "BpfMemAlloc",
+    "CpuMap",
     "Cpumask",
     "Domain",
     "Kthread",

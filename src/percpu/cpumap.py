@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import logging
-import os
 import struct
 import threading
 import time

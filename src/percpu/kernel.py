@@ -17,9 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from percpu import _core
+from percpu import cpumap as _cpumap
 from percpu.bpf_cpumask import BpfCpumask as BpfCpumask
 from percpu.bpf_cpumask import bits_of as _bits_of
 from percpu.bpf_cpumask import distribute as _distribute
+from percpu.cpumap import BpfCpumapVal as BpfCpumapVal
+from percpu.cpumap import CpuMap as CpuMap
 from percpu.freelist import PcpuFreelist
 from percpu.memalloc import BpfMemAlloc
 from percpu.memalloc import check_size as _ma_check_size
@@ -43,6 +46,28 @@ from percpu.runtime.work import irq_work_queue as irq_work_queue
 from percpu.runtime.work import irq_work_sync as irq_work_sync
 
 __all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_F_NUMA_NODE",
+    "BPF_F_TEST_XDP_LIVE_FRAMES",
+    "BPF_NOEXIST",
+    "BpfCpumapVal",
+    "CPU_MAP_BULK_SIZE",
+    "CpuMap",
+    "XDP_ABORTED",
+    "XDP_DROP",
+    "XDP_PASS",
+    "XDP_REDIRECT",
+    "XDP_TX",
+    "bpf_prog_test_run",
+    "bpf_redirect_map",
+    "cpu_map_alloc",
+    "cpu_map_delete_elem",
+    "cpu_map_get_next_key",
+    "cpu_map_lookup_elem",
+    "cpu_map_update_elem",
+    "xdp_do_flush",
+    "xdp_do_redirect",
     "GFP_ATOMIC",
     "GFP_KERNEL",
     "GFP_NOWAIT",
@@ -534,3 +559,65 @@ def pcpu_nr_pages() -> int:
 def percpu_stats() -> str:
     """The text of ``/sys/kernel/debug/percpu_stats``."""
     return _pcpu.stats_text()
+
+
+# ---- kernel/bpf/cpumap.c ---------------------------------------------------------------------
+
+BPF_ANY = _cpumap.BPF_ANY
+BPF_NOEXIST = _cpumap.BPF_NOEXIST
+BPF_EXIST = _cpumap.BPF_EXIST
+BPF_F_NUMA_NODE = _cpumap.BPF_F_NUMA_NODE
+XDP_ABORTED = _cpumap.XDP_ABORTED
+XDP_DROP = _cpumap.XDP_DROP
+XDP_PASS = _cpumap.XDP_PASS
+XDP_TX = _cpumap.XDP_TX
+XDP_REDIRECT = _cpumap.XDP_REDIRECT
+CPU_MAP_BULK_SIZE = _cpumap.CPU_MAP_BULK_SIZE
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+def cpu_map_alloc(max_entries: int, value_size: int = 8, map_flags: int = 0, **kw: Any) -> CpuMap:
+    """``cpu_map_alloc(attr)``: EINVAL (max_entries 0, value_size not 4/8, flags), E2BIG (> NR_CPUS)."""
+    return CpuMap(max_entries, value_size, map_flags, **kw)
+
+
+def cpu_map_update_elem(map: CpuMap, key: int, value: int | BpfCpumapVal, flags: int = BPF_ANY) -> None:
+    """``cpu_map_update_elem()``: EINVAL, E2BIG, EEXIST (BPF_NOEXIST), EOVERFLOW, ENODEV, in that order."""
+    map.update(key, value, flags)
+
+
+def cpu_map_delete_elem(map: CpuMap, key: int) -> None:
+    """``cpu_map_delete_elem()``: EINVAL past max_entries; an empty slot is fine."""
+    map.delete(key)
+
+
+def cpu_map_lookup_elem(map: CpuMap, key: int) -> BpfCpumapVal | None:
+    """``cpu_map_lookup_elem()``: the value (qsize, prog id) or None."""
+    return map.lookup(key)
+
+
+def cpu_map_get_next_key(map: CpuMap, key: int | None) -> int:
+    """``cpu_map_get_next_key()``: array semantics; ENOENT after the last index."""
+    return map.get_next_key(key)
+
+
+def bpf_redirect_map(map: CpuMap, key: int, flags: int = 0) -> int:
+    """``bpf_redirect_map()`` on a CPU map: XDP_REDIRECT, or the fallback action (low 2 bits of flags)."""
+    return int(map._core.redirect(key, flags))
+
+
+def xdp_do_redirect(frame: int) -> None:
+    """``xdp_do_redirect()``: enqueue ``frame`` where this thread's last ``bpf_redirect_map()`` pointed."""
+    _core.xdp_do_redirect(frame)
+
+
+def xdp_do_flush() -> None:
+    """``xdp_do_flush()``: flush this thread's bulk queues into the rings and wake the workers."""
+    _core.xdp_do_flush()
+
+
+def bpf_prog_test_run(prog: Any, data: bytes, repeat: int = 1, flags: int = 0) -> Any:
+    """``BPF_PROG_TEST_RUN`` of an XDP program (see :func:`percpu.xdp.bpf_prog_test_run`)."""
+    from percpu.xdp import bpf_prog_test_run as _run
+
+    return _run(prog, data, repeat, flags)
