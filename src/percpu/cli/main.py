@@ -23,6 +23,7 @@ from percpu.cli.pcpu import pcpu
 from percpu.cli.rcu import rcu
 from percpu.cli.render import Options, fail
 from percpu.cli.topology import topology
+from percpu.cli.xdp import xdp
 
 __all__ = ["cli", "main"]
 
@@ -159,3 +160,4 @@ cli.add_command(cpumask)
 cli.add_command(freelist)
 cli.add_command(memalloc)
 cli.add_command(pcpu)
+cli.add_command(xdp)
