@@ -266,7 +266,7 @@ def _cpumap_kthread(entry: int, stack: Callable[[Any], object], prog: Any, spin_
             continue
         try:
             if py_prog is not None:
-                with rcu.read_lock():
+                with rcu.read_lock():  # type: ignore[misc]  # the C entry points as __enter__/__exit__
                     pkts.run_prog(py_prog)
             if len(pkts):
                 stack(pkts)
@@ -438,7 +438,7 @@ class CpuMap:
         """``cpu_map_lookup_elem()``: the slot's value, or None (empty or out of range)."""
         if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < self.max_entries:
             return None
-        with rcu.read_lock():
+        with rcu.read_lock():  # type: ignore[misc]  # the C entry points as __enter__/__exit__
             e = self._slot(key)
             if not e:
                 return None
@@ -606,7 +606,7 @@ class CpuMap:
         """The populated slots."""
         out = []
         arena = self.domain.arena
-        with rcu.read_lock():
+        with rcu.read_lock():  # type: ignore[misc]  # the C entry points as __enter__/__exit__
             for key in range(self.max_entries):
                 e = self._slot(key)
                 if not e:

@@ -345,7 +345,7 @@ def bpf_prog_test_run(
         retval = XDP_ABORTED
         t0 = time.perf_counter_ns()
         try:
-            with rcu.read_lock():
+            with rcu.read_lock():  # type: ignore[misc]  # the C entry points as __enter__/__exit__
                 for _ in range(repeat):
                     retval = int(fn(ctx))
             t = time.perf_counter_ns() - t0
