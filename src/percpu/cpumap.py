@@ -558,10 +558,11 @@ class CpuMap:
                 kt = self._workers.pop(entry, None)
             if state_word != _ST_DEAD:
                 arena.store(entry + _L["off_state"], _ST_STOPPING)
+            arena.store(ctrl, 1)  # kthread_stop(): should_stop, then wake the worker
+            self._core.kick(entry)
             if kt is not None:
-                kt.stop(timeout=30.0)  # sets should_stop; the worker drains the ring, then exits
+                kt.stop(timeout=30.0)  # the worker drains the ring, then exits
             else:
-                arena.store(ctrl, 1)
                 self._wait_exit(entry)
             # Frames a dead producer left in a bulk queue, or a dead worker in its ring.
             self._core.dead_entry(entry, True)
