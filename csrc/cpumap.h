@@ -96,10 +96,10 @@ struct pk_ptr_ring {
 
 struct pk_xdp_bulk_queue {		/* one per (entry, CPU), in the per-CPU area */
 	struct pk_lock lock;
-	uint32_t count;
-	uint32_t pad;
+	uint32_t count;			/* lock */
+	uint32_t done;			/* lock: q[0, done) already left for the ring (crash record) */
 	uint64_t q[PK_CPU_MAP_BULK_SIZE];
-	uint64_t pad2[5];
+	uint64_t pad2[6];
 };					/* 128 bytes */
 
 /* Per-CPU statistics of one map slot (the tracepoints' fields, accumulated). */

@@ -41,9 +41,11 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import logging
+import os
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +65,7 @@ from percpu.freelist import PcpuFreelist
 from percpu.memalloc import BpfMemAlloc
 from percpu.runtime import rcu
 from percpu.runtime.domain import Domain, current_domain
-from percpu.runtime.kthread import Kthread, kthread_should_stop
+from percpu.runtime.kthread import Kthread
 
 __all__ = [
     "BPF_ANY",
@@ -102,6 +104,7 @@ FRAME_SIZE = 2080  # header 32 + XDP_PACKET_HEADROOM 256 + 1792 bytes of data
 FRAME_DATA_ROOM = FRAME_SIZE - _L["frame_hdr"] - _L["headroom"]
 KIND = "cpumap"
 POOL_NAME = "xdp_frames"
+MAG_CAP = 1024  # frames per CPU magazine of the frame pool
 
 REMOTE_PROGS = {"drop": 1, "pass": 2, "redirect": 3}
 _STATE_NAMES = ("new", "running", "stopping", "dead", "exited")
@@ -129,11 +132,12 @@ class FramePool(_core.FramePool):
 
     Every frame is one object of ``FRAME_SIZE`` bytes of the allocator
     ``xdp_frames`` (the ``xdp_frame`` header, ``XDP_PACKET_HEADROOM`` and
-    room for 1792 bytes of packet).  A freed frame goes to its CPU's head of
-    the per-CPU freelist ``xdp_frames_fl`` (one lock per batch) and the next
-    allocation takes it from there -- this CPU's head, then the others' --
-    as page_pool recycles a driver's pages; the allocator is asked only when
-    the freelist is empty.  So the pool grows to the frames in flight and
+    room for 1792 bytes of packet).  A freed frame goes to its CPU's
+    magazine (a stack of 1024 offsets, one lock per batch; the page_pool's
+    alloc cache), the overflow to the per-CPU freelist ``xdp_frames_fl``; an
+    allocation takes from this CPU's magazine, then the others', then the
+    freelist -- as page_pool recycles a driver's pages -- and the allocator
+    is asked only when all are empty.  So the pool grows to the frames in flight and
     stays there (see ``docs/design/xdp.md``).
     """
 
@@ -159,14 +163,34 @@ class FramePool(_core.FramePool):
                     fl = PcpuFreelist.create(dom, POOL_NAME + "_fl")
                 except Exists:
                     continue
-            self = cls(ma, fl.offset)
+            try:
+                mags = dom.lookup(POOL_NAME + "_mag").offset
+            except NoEntry:
+                size = dom.nr_cpu_ids * (64 + 8 * MAG_CAP)
+                p = dom.alloc_pages((size + 4095) // 4096)
+                if p is None:
+                    raise OutOfMemory("no room for the frame pool's magazines") from None
+                try:
+                    dom.register(POOL_NAME + "_mag", "frame_mags", p, size)
+                except Exists:
+                    dom.free_pages(p)
+                    continue
+                for cpu in range(dom.nr_cpu_ids):
+                    dom.arena.store(p + cpu * (64 + 8 * MAG_CAP) + 8, MAG_CAP << 32)  # count 0, cap
+                mags = p
+            self = cls(ma, fl.offset, mags, MAG_CAP)
             self.ma, self.freelist, self.domain = ma, fl, dom
             return self
         raise Exists("the frame pool is being created and destroyed by others")
 
     def free_frames(self) -> int:
-        """Frames on the freelist (ready for reuse)."""
-        return sum(v for k, v in self.freelist.counts().items() if isinstance(k, int) or k == "extra")
+        """Frames ready for reuse: in the per-CPU magazines and on the freelist."""
+        dom = self.domain
+        base = dom.lookup(POOL_NAME + "_mag").offset
+        in_mags = sum(
+            int(dom.arena.load(base + cpu * (64 + 8 * MAG_CAP) + 8)) & 0xFFFFFFFF for cpu in range(dom.nr_cpu_ids)
+        )
+        return in_mags + sum(v for k, v in self.freelist.counts().items() if isinstance(k, int) or k == "extra")
 
     def __repr__(self) -> str:
         return f"<FramePool frames={self.ma.info()['created'] - self.ma.info()['released']} free={self.free_frames()}>"
@@ -254,14 +278,23 @@ def _cpumap_kthread(entry: int, stack: Callable[[Any], object], prog: Any, spin_
     pool = frame_pool(dom)
     w = _core.CpumapWorker(dom.arena, entry, pool, spin_us)
     arena = dom.arena
+    w_cpu = int(arena.load(entry + 8)) & 0xFFFFFFFF
     arena.store(entry + _L["off_state"], _ST_RUNNING)
     py_prog = prog if callable(prog) else None
+    parent = os.getppid()
+    n = 0
     while True:
         pkts = w.poll(64, 0.1)
+        n += 1
+        if (pkts is None or n & 4095 == 0) and os.getppid() != parent:
+            # The process that owns this entry died (SIGKILL: no kthread_stop).
+            # Nobody can stop us or reap the entry's frames any more: go.
+            log.warning("cpumap worker on CPU %d: owner %d is gone; exiting", w_cpu, parent)
+            if pkts is not None:
+                pkts.release()
+            break
         if pkts is None:
-            if w.stopping():
-                break
-            if kthread_should_stop() and w.stopping():
+            if w.stopping():  # stopped, and the ring is drained
                 break
             continue
         try:
@@ -480,7 +513,8 @@ class CpuMap:
                 remote = REMOTE_PROGS[prog]
                 prog_id = remote
             elif callable(prog):
-                prog_id = 0x100 + (hash(getattr(prog, "__qualname__", repr(prog))) & 0xFFFF)
+                name = f"{getattr(prog, '__module__', '')}.{getattr(prog, '__qualname__', repr(prog))}"
+                prog_id = 0x100 + (zlib.crc32(name.encode()) & 0xFFFFFF)  # the same in every process
             else:
                 raise PercpuError(f"cpu_map_update_elem: {prog!r} is not a program", _errno.EBADF)
         dom, arena = self.domain, self.domain.arena

@@ -83,7 +83,7 @@ def _rates(cur: _Snap, prev: _Snap) -> dict[str, Any]:
 
     out: dict[str, Any] = {"interval": round(dt, 3)}
     rx_cpu = {
-        cpu: {"pps": ps(d["rx"]), "drop": ps(d["drop"] + d["alloc_fail"]), "error": ps(d["issue"] + d["aborted"])}
+        cpu: {"pps": ps(d["rx"]), "drop": ps(d["drop"] + d["alloc_fail"]), "error": ps(d["issue"])}
         for cpu, d in rx.items()
         if d["rx"] or d["drop"] or d["issue"] or d["alloc_fail"]
     }
@@ -374,7 +374,7 @@ def _summary(opts: Options, last: _Snap, first: _Snap, dur: float) -> None:
     )
     rxn = sum(d["rx"] for d in total.values())
     drop = sum(d["drop"] + d["alloc_fail"] for d in total.values())
-    errs = sum(d["issue"] + d["aborted"] for d in total.values())
+    errs = sum(d["issue"] for d in total.values())
     enq_drop = 0
     delivered = 0
     for key, per_cpu in last.map.items():

@@ -105,6 +105,8 @@ def builtin_program(mode: str, cpus: list[int]) -> BatchProgram:
     def run(hdrs: Any) -> tuple[Any, Any]:
         actions, keys = inner(hdrs)
         keys = np.minimum(keys, len(cpus))
+        # xdp-bench: a CPU index past the configured ones is an "issue" and XDP_ABORTED
+        actions = np.where((actions == XDP_REDIRECT) & (keys >= len(cpus)), XDP_ABORTED, actions).astype(np.uint8)
         return actions, table[keys]
 
     return BatchProgram(run, name=mode)
@@ -225,6 +227,10 @@ class XdpEngine:
             self.pool, batch.data, batch.offsets, batch.lengths, batch.ifindex, batch.rx_queue, batch.timestamps
         )
         got = len(frames) // 8
+        if got < n:  # the pool had no frame for the rest: not received
+            arena = self.domain.arena
+            arena.fetch_add(int(arena.pcpu_ptr(rxs, _core.smp_processor_id())) + 8 * RX_FIELDS.index("alloc_fail"),
+                            n - got)
         prog = self.program
         if isinstance(prog, BatchProgram):
             hdrs = _programs.parse(batch.data, batch.offsets[:got], batch.lengths[:got])
@@ -317,7 +323,7 @@ def bpf_prog_test_run(
     Errors: ``EINVAL`` for unknown flags, a packet shorter than ETH_HLEN or
     longer than a frame's room.
     """
-    if flags & ~(BPF_F_TEST_XDP_LIVE_FRAMES | BPF_F_TEST_RUN_ON_CPU):
+    if flags & ~BPF_F_TEST_XDP_LIVE_FRAMES:  # bpf_prog_test_run_xdp() refuses the rest, RUN_ON_CPU too
         raise InvalidArgument(f"bpf_prog_test_run: unknown flags {flags:#x}")
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidArgument("bpf_prog_test_run: data must be bytes")
