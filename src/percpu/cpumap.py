@@ -542,6 +542,11 @@ class CpuMap:
             )
             kt.start()  # wait_for_completion(&rcpu->kthread_running)
             arena.store(entry + _L["off_pid"], int(kt.pid or 0))
+            deadline = time.monotonic() + 30.0
+            while int(arena.load(entry + _L["off_state"])) == _ST_NEW:  # the worker's loop runs
+                if not kt.alive or time.monotonic() > deadline:
+                    raise OutOfMemory(f"cpu_map_update_elem: the worker {name} did not start")
+                time.sleep(0.0005)
         except BaseException:
             if kt is not None and kt.pid is not None:
                 with contextlib.suppress(Exception):

@@ -1,9 +1,10 @@
 """Smoke test of ``python -m benchmarks.cpumap --quick --json`` (and of the text table).
 
 Checks only that the benchmark runs, reports a row per (mechanism, frames per
-poll) with positive figures and the JSON keys the table is built from, and
-that its correctness checks passed (every frame sent was received, less the
-drops it reports; the magic in the first 8 bytes arrived).  No timing
+poll) and, end to end, per (program, producer placement) with positive
+figures and the JSON keys the tables are built from, and that its
+correctness checks passed (every frame sent was received, less the drops it
+reports; the magic in the first 8 bytes arrived).  No timing
 assertion: speed is what the benchmark prints, not what a test judges.
 """
 
@@ -38,7 +39,7 @@ def test_cpumap_benchmark_quick_json() -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
 
-    from benchmarks.cpumap import KS, MECHS
+    from benchmarks.cpumap import E2E_PLACES, E2E_PROGS, KS, MECHS, OURS_ALL
 
     assert doc["benchmark"] == "cpumap" and doc["quick"] is True
     h = doc["handoff"]
@@ -49,11 +50,22 @@ def test_cpumap_benchmark_quick_json() -> None:
         for key in ("ns_per_frame", "frames_per_s", "x_mp_queue", "x_best_other_peer"):
             assert r[key] > 0, (key, r)
         assert r["drops"] >= 0 and len(r["ns_per_frame_rounds"]) == h["rounds"], r
-        if r["mechanism"] == MECHS[0]:
+        if r["mechanism"] in OURS_ALL:
             assert r["kernel_hop_ns"] == [24.0, 34.0] and all(x > 0 for x in r["x_kernel_hop"]), r
-    assert "skipped" in doc["end_to_end"] or doc["end_to_end"]["ok"] is True
+    e = doc["end_to_end"]
+    n_targets = 5
+    if "skipped" not in e:
+        assert e["errors"] == [] and e["ok"] is True, e["errors"]
+        assert [(r["program"], r["producer"]) for r in e["rows"]] == [(p, pl) for p in E2E_PROGS for pl in E2E_PLACES]
+        for r in e["rows"]:
+            for key in ("rx_per_s", "delivered_per_s", "ns_per_frame"):
+                assert r[key] > 0, (key, r)
+            assert r["drops"] >= 0 and r["delivered"] > 0, r
+            assert set(r["delivered_per_cpu"]) == {str(c) for c in e["cpus"]}, r
+            assert r["delivered"] + r["drop_detail"]["ring_and_worker"] <= r["rx"], r
+        n_targets += 3
     assert doc["ok"] is True
-    assert len(doc["targets"]) == 5
+    assert len(doc["targets"]) == n_targets
     for t in doc["targets"]:
         assert t["value"] > 0 and isinstance(t["pass"], bool), t
 
@@ -62,7 +74,10 @@ def test_cpumap_benchmark_quick_text() -> None:
     proc = _run()
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for word in ("percpu cpumap", "multiprocessing.Queue", "multiprocessing.SimpleQueue",
-                 "ns/frame", "frames/s", "drops", "kernel cpumap hop 24–34 ns/packet"):
+    for word in ("percpu cpumap (driver poll, C program)", "percpu cpumap (XdpEngine.poll)",
+                 "multiprocessing.Queue", "multiprocessing.SimpleQueue",
+                 "ns/frame", "frames/s", "drops", "kernel cpumap hop 24–34 ns/packet",
+                 "2. end to end", "l4-hash batch program (numpy)", "l4-hash C built-in",
+                 "per-frame Python program", "delivered/s"):
         assert word in out, word
-    assert sum(line.startswith("target ") for line in out.splitlines()) == 5
+    assert sum(line.startswith("target ") for line in out.splitlines()) == 8

@@ -238,9 +238,13 @@ class XdpEngine:
                 hdrs = hdrs.copy()
             hdrs["ifindex"] = batch.ifindex
             hdrs["rxq"] = batch.rx_queue
-            actions, cpus = prog(hdrs)
-            actions = np.ascontiguousarray(actions, dtype=np.uint8)
-            cpus = np.ascontiguousarray(cpus, dtype=np.uint32)
+            try:
+                actions, cpus = prog(hdrs)
+                actions = np.ascontiguousarray(actions, dtype=np.uint8)
+                cpus = np.ascontiguousarray(cpus, dtype=np.uint32)
+            except BaseException:
+                _core.xdp_frames_free(self.pool, frames)  # the program failed: no verdicts, frames back
+                raise
             if len(actions) != got or len(cpus) != got:
                 _core.xdp_frames_free(self.pool, frames)
                 raise InvalidArgument(f"batch program {prog.name!r} returned {len(actions)} verdicts for {got} frames")
@@ -357,6 +361,7 @@ def bpf_prog_test_run(
             t = time.perf_counter_ns() - t0
             out = ctx.tobytes()
         finally:
+            ctx._release()  # a handle the program kept refuses use from now on
             _core.xdp_frames_free(pool, frames)
         return TestRunResult(retval, out, t // repeat)
     # live frames: batches of 64 (the kernel's default batch_size)
