@@ -281,33 +281,14 @@ def _cpumap_kthread(entry: int, stack: Callable[[Any], object], prog: Any, spin_
     w_cpu = int(arena.load(entry + 8)) & 0xFFFFFFFF
     arena.store(entry + _L["off_state"], _ST_RUNNING)
     py_prog = prog if callable(prog) else None
-    parent = os.getppid()
-    n = 0
-    while True:
-        pkts = w.poll(64, 0.1)
-        n += 1
-        if (pkts is None or n & 4095 == 0) and os.getppid() != parent:
-            # The process that owns this entry died (SIGKILL: no kthread_stop).
-            # Nobody can stop us or reap the entry's frames any more: go.
-            log.warning("cpumap worker on CPU %d: owner %d is gone; exiting", w_cpu, parent)
-            if pkts is not None:
-                pkts.release()
-            break
-        if pkts is None:
-            if w.stopping():  # stopped, and the ring is drained
-                break
-            continue
-        try:
-            if py_prog is not None:
-                with rcu.read_lock():  # type: ignore[misc]  # the C entry points as __enter__/__exit__
-                    pkts.run_prog(py_prog)
-            if len(pkts):
-                stack(pkts)
-        except Exception:  # noqa: BLE001 - the stack's failure drops its packets, not the worker
-            log.exception("cpumap worker on CPU %d: the stack handler raised; its packets are dropped", pkts.cpu)
-            pkts.stack_error()
-        finally:
-            pkts.release()
+
+    def on_error(pkts: Any, exc: BaseException) -> None:
+        log.error("cpumap worker on CPU %d: the stack handler raised; its packets are dropped",
+                  w_cpu, exc_info=exc)
+
+    # The loop itself is C (CpumapWorker.run): poll, program, stack, release.
+    if w.run(stack, py_prog, on_error, os.getppid()) == 1:
+        log.warning("cpumap worker on CPU %d: the process that owns the entry is gone; exiting", w_cpu)
     arena.store(entry + _L["off_state"], _ST_EXITED)
     return 0
 
