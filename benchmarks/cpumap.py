@@ -7,9 +7,9 @@ frames to a consumer pinned to CPU 1, ``k`` = 1, 8 and 64 frames per poll
 =================================  ================================================================
 mechanism                          one poll / batch of k frames
 =================================  ================================================================
-percpu cpumap (driver poll,        the producer acts as CPU 0 (``percpu.on_cpu``) and makes one C
-C program)                         call per poll, ``CpuMapCore.rx_builtin`` with xdp-bench's
-                                   ``no-touch`` program (every frame to ``cpus_available[0]`` = 1):
+percpu cpumap (XdpRxQueue.poll,    the producer acts as CPU 0 (``percpu.on_cpu``) and makes one C
+C program)                         call per poll, ``XdpRxQueue.poll`` (a receive queue with xdp-bench's
+                                   ``no-touch`` program bound: every frame to ``cpus_available[0]`` = 1):
                                    k frames from the frame pool with the 64 bytes copied in, the
                                    redirects into the bulk queue, ``xdp_do_flush()``, all inside
                                    the RCU read-side section it takes itself; the entry's worker
@@ -98,7 +98,7 @@ import numpy as np
 
 import percpu
 from benchmarks._harness import bench_main, machine_info, median, pinned, run_pinned
-from percpu import cpumap, kernel
+from percpu import _core, cpumap, kernel
 from percpu.xdp import Generator, RxBatch, XdpEngine, builtin_program
 
 FRAME = 64
@@ -111,7 +111,7 @@ DOMAIN_SIZE = 512 << 20
 KERNEL_HOP_NS = (24.0, 34.0)  # the kernel's cross-CPU cpumap hop, ns/packet
 STALL_S = 20.0  # no progress for this long: the run failed
 
-OURS = "percpu cpumap (driver poll, C program)"
+OURS = "percpu cpumap (XdpRxQueue.poll, C program)"
 OURS_ENG = "percpu cpumap (XdpEngine.poll)"
 OURS_ALL = [OURS, OURS_ENG]
 MPQ = "multiprocessing.Queue"
@@ -120,7 +120,7 @@ ZMQ = "pyzmq PUSH/PULL ipc://"
 PEERS = [MPQ, SQ, ZMQ]
 MECHS = [*OURS_ALL, *PEERS]
 FORMS = {
-    OURS: "one CpuMapCore.rx_builtin(no-touch) call per poll",
+    OURS: "one XdpRxQueue.poll (no-touch) call per poll",
     OURS_ENG: "XdpEngine(m, 'no-touch').poll(RxBatch) per poll",
     MPQ: "put(list of k bytes), pickled",
     SQ: "put(list of k bytes), pickled",
@@ -158,11 +158,11 @@ def _stack(pkts: Any) -> None:
 def _ours_produce(env: dict[str, Any], polls: int) -> tuple[int, int, int]:
     """THE producer loop of ours: ``polls`` driver polls of k frames; returns (redirected, no frame, other).
 
-    One poll is one C call, ``CpuMapCore.rx_builtin``: k frames from the pool
+    One poll is one C call, ``XdpRxQueue.poll``: k frames from the pool
     (the packets copied in), the xdp-bench ``no-touch`` program (every frame to
     ``cpus_available[0]``), the redirects into the bulk queue, ``xdp_do_flush()``
     and the RCU read-side section around it all.  The argument tuple is built
-    once (``f(*args)``: cheaper than passing nine names).  Paces itself: at
+    once (``f(*args)``).  Paces itself: at
     most ``window`` frames ahead of the consumer's counter.
     """
     f, args = env["rx_builtin"], env["rx_args"]
@@ -238,12 +238,12 @@ class _Ours:
         offs = struct.pack(f"<{k}I", *range(0, FRAME * k, FRAME))
         lens = struct.pack(f"<{k}I", *([FRAME] * k))
         cpus_available = struct.pack("<I", self.key)
-        state = bytearray(struct.pack("<II", 1, 0))  # {cpus_count, rr_iter}
         env: dict[str, Any] = {
             "k": k,
-            "rx_builtin": self.m._core.rx_builtin,
-            # data, offsets, lengths, ifindex, rxq, mode 0 (no-touch), cpus_available, state, rx_stats
-            "rx_args": (data, offs, lens, 1, 0, 0, cpus_available, state, 0),
+            # the driver's receive queue with xdp-bench's no-touch program bound (mode 0):
+            # poll(data) for one packet, poll(data, offsets, lengths) for a batch
+            "rx_builtin": _core.XdpRxQueue(self.m._core, 0, cpus_available).poll,
+            "rx_args": (data,) if k == 1 else (data, offs, lens),
             "engine": self.engine,
             "batch": RxBatch(data, np.frombuffer(offs, np.uint32), np.frombuffer(lens, np.uint32)),
             "load": self.arena.load,

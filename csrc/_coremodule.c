@@ -56,6 +56,7 @@ typedef struct {
 	PyTypeObject *xdpframe_type;
 	PyTypeObject *pktlist_type;
 	PyTypeObject *framepool_type;
+	PyTypeObject *rxqueue_type;
 } core_state;
 
 typedef struct {
@@ -2409,6 +2410,9 @@ static int core_exec(PyObject *m)
 	st->framepool_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &fpool_spec, NULL);
 	if (st->framepool_type == NULL || PyModule_AddType(m, st->framepool_type) < 0)
 		return -1;
+	st->rxqueue_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &rxqueue_spec, NULL);
+	if (st->rxqueue_type == NULL || PyModule_AddType(m, st->rxqueue_type) < 0)
+		return -1;
 	st->pktlist_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pktlist_spec, NULL);
 	if (st->pktlist_type == NULL || PyModule_AddType(m, st->pktlist_type) < 0)
 		return -1;
@@ -2458,6 +2462,7 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->xdpframe_type);
 	Py_VISIT(st->pktlist_type);
 	Py_VISIT(st->framepool_type);
+	Py_VISIT(st->rxqueue_type);
 	return 0;
 }
 
@@ -2476,6 +2481,7 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->xdpframe_type);
 	Py_CLEAR(st->pktlist_type);
 	Py_CLEAR(st->framepool_type);
+	Py_CLEAR(st->rxqueue_type);
 	return 0;
 }
 

@@ -315,6 +315,19 @@ class CpuMapCore:
     def kick(self, entry: int, /) -> None: ...
 
 @final
+class XdpRxQueue:
+    def __init__(
+        self, map: CpuMapCore, mode: int, cpus_available: Any, ifindex: int = ..., rxq: int = ...,
+        rx_stats: int = ...,
+    ) -> None: ...
+    @property
+    def rr_iter(self) -> int: ...
+    def poll(
+        self, data: Any, offsets: Any = ..., lengths: Any = ..., /,
+    ) -> tuple[int, int, int, int, int, int, int]: ...
+    def set_cpus(self, cpus_available: Any, /) -> None: ...
+
+@final
 class XdpFrame:
     def __init__(self, arena: Arena, frame: int) -> None: ...
     @property
