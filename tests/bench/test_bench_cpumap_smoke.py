@@ -74,7 +74,7 @@ def test_cpumap_benchmark_quick_text() -> None:
     proc = _run()
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for word in ("percpu cpumap (driver poll, C program)", "percpu cpumap (XdpEngine.poll)",
+    for word in ("percpu cpumap (XdpRxQueue.poll, C program)", "percpu cpumap (XdpEngine.poll)",
                  "multiprocessing.Queue", "multiprocessing.SimpleQueue",
                  "ns/frame", "frames/s", "drops", "kernel cpumap hop 24–34 ns/packet",
                  "2. end to end", "l4-hash batch program (numpy)", "l4-hash C built-in",
