@@ -240,8 +240,8 @@ class XdpEngine:
         prog = self.program
         if isinstance(prog, BatchProgram):
             hdrs = _programs.parse(batch.data, batch.offsets[:got], batch.lengths[:got])
-            if not hdrs.flags.writeable:
-                hdrs = hdrs.copy()
+            if not hdrs.flags.writeable:  # pragma: no cover - parse() returns writable records
+                hdrs = np.frombuffer(bytearray(hdrs.tobytes()), dtype=hdrs.dtype)
             hdrs["ifindex"] = batch.ifindex
             hdrs["rxq"] = batch.rx_queue
             try:

@@ -166,7 +166,9 @@ def parse(data: Any, offsets: ArrayLike, lengths: ArrayLike) -> Hdrs:
     """
     off = np.ascontiguousarray(offsets, dtype=np.uint32)
     lens = np.ascontiguousarray(lengths, dtype=np.uint32)
-    return np.frombuffer(_core.xdp_parse(data, off.data, lens.data), dtype=HDR_DTYPE)
+    # a bytearray: the records are writable (the engine fills ifindex/rxq) without numpy's
+    # field-by-field copy of a record array
+    return np.frombuffer(bytearray(_core.xdp_parse(data, off.data, lens.data)), dtype=HDR_DTYPE)
 
 
 def super_fast_hash_np(values: ArrayLike, initval: ArrayLike) -> NDArray[np.uint32]:
