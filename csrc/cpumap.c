@@ -134,8 +134,8 @@ int pk_ptr_ring_drain_dead(struct pk_ptr_ring *r, uint64_t *out, const uint64_t 
 	 * not 0 was produced and never consumed. */
 	if (head >= r->size)
 		head = 0;
-	if (tail > head)
-		tail = head;
+	if (tail > head || head - tail >= r->batch)
+		tail = head;	/* not a state a live consumer leaves: nothing is stale */
 	for (i = 0; i < r->size; i++) {
 		uint64_t v = READ_ONCE64(&r->queue[i]);
 

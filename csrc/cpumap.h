@@ -187,11 +187,16 @@ static inline void ring_discard_one(struct pk_ptr_ring *r)
 		 * ahead of one that is still in use. */
 		while (likely(head >= (int64_t)r->consumer_tail))
 			atomic_store_explicit(PK_A64(&r->queue[head--]), 0, memory_order_relaxed);
-		r->consumer_tail = consumer_head;
+		WRITE_ONCE32(&r->consumer_tail, consumer_head);
 	}
 	if (unlikely(consumer_head >= r->size)) {
-		consumer_head = 0;
-		r->consumer_tail = 0;
+		/* head before tail, in program order: a consumer killed between
+		 * the two leaves tail > head, which the reaper reads as "nothing
+		 * consumed and not yet zeroed" (never tail = 0 with head = size-1) */
+		WRITE_ONCE32(&r->consumer_head, 0);
+		atomic_signal_fence(memory_order_seq_cst);
+		WRITE_ONCE32(&r->consumer_tail, 0);
+		return;
 	}
 	WRITE_ONCE32(&r->consumer_head, consumer_head);
 }

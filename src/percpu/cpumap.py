@@ -327,6 +327,7 @@ class CpuMap:
         self._workers: dict[int, Kthread] = {}
         self._freeing: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._reap_lock = threading.Lock()
         self.pool = frame_pool(dom)
         arena = dom.arena
         if _attach is not None:
@@ -543,16 +544,17 @@ class CpuMap:
         return int(entry)
 
     def _on_death(self, kt: Kthread) -> None:
-        """A worker died without being stopped: mark its entry dead and count what it held."""
-        with self._lock:
-            entry = next((e for e, k in self._workers.items() if k is kt), None)
-        if entry is None or self.domain.closed:
-            return
-        arena = self.domain.arena
-        if int(arena.load(entry + _L["off_state"])) == _ST_EXITED:
-            return
-        arena.store(entry + _L["off_state"], _ST_DEAD)
-        n = self._core.dead_entry(entry)
+        """A worker died without being stopped: reap what it held, then mark its entry dead."""
+        with self._reap_lock:  # one reaper per entry at a time in this process (see _entry_free)
+            with self._lock:
+                entry = next((e for e, k in self._workers.items() if k is kt), None)
+            if entry is None or self.domain.closed:
+                return
+            arena = self.domain.arena
+            if int(arena.load(entry + _L["off_state"])) == _ST_EXITED:
+                return
+            n = self._core.dead_entry(entry)  # idempotent: held[] and the ring are emptied under the ring lock
+            arena.store(entry + _L["off_state"], _ST_DEAD)  # after the reap: others wait for this
         cpu = int(arena.load(entry + 8)) & 0xFFFFFFFF
         log.warning(
             "cpumap map:%d entry for CPU %d: worker (pid %s) died with code %s; %d frames dropped "
@@ -568,22 +570,30 @@ class CpuMap:
         t.start()
 
     def _entry_free(self, entry: int) -> None:
-        """``__cpu_map_entry_free()``: after a grace period stop the worker (it drains), then free."""
+        """``__cpu_map_entry_free()``: after a grace period stop the worker (it drains), then free.
+
+        Never frees an entry whose worker may still run: if a worker of another
+        process neither exits nor dies within the timeout, the entry is leaked
+        (with a warning) rather than drained under it.
+        """
         dom = self.domain
         try:
             rcu.synchronize(domain=dom)
             arena = dom.arena
-            ctrl, state_word = int(arena.load(entry + _L["off_ctrl"])), int(arena.load(entry + _L["off_state"]))
-            with self._lock:
-                kt = self._workers.pop(entry, None)
-            if state_word != _ST_DEAD:
+            with self._reap_lock:  # _on_death either reaped already, or will not find the entry
+                with self._lock:
+                    kt = self._workers.pop(entry, None)
+            ctrl = int(arena.load(entry + _L["off_ctrl"]))
+            if int(arena.load(entry + _L["off_state"])) != _ST_DEAD:
                 arena.store(entry + _L["off_state"], _ST_STOPPING)
             arena.store(ctrl, 1)  # kthread_stop(): should_stop, then wake the worker
             self._core.kick(entry)
             if kt is not None:
-                kt.stop(timeout=30.0)  # the worker drains the ring, then exits
-            else:
-                self._wait_exit(entry)
+                kt.stop(timeout=30.0)  # the worker drains the ring, then exits (or is killed)
+            elif not self._wait_exit(entry):
+                log.warning("cpumap map:%d: the worker of entry %#x still runs; the entry is leaked, "
+                            "not freed under it", self.id, entry)
+                return
             # Frames a dead producer left in a bulk queue, or a dead worker in its ring.
             self._core.dead_entry(entry, True)
             ring = int(arena.load(entry + 24))
@@ -596,16 +606,24 @@ class CpuMap:
             if not dom.closed:
                 log.exception("cpumap map:%d: freeing entry %#x failed", self.id, entry)
 
-    def _wait_exit(self, entry: int, timeout: float = 30.0) -> None:
+    def _wait_exit(self, entry: int, timeout: float = 30.0) -> bool:
+        """Wait for a worker this process does not own; False if it still runs after ``timeout``."""
         arena = self.domain.arena
         pid = int(arena.load(entry + _L["off_pid"]))
         deadline = time.monotonic() + timeout
-        while int(arena.load(entry + _L["off_state"])) not in (_ST_EXITED, _ST_DEAD):
+        gone_at = None
+        while True:
+            state = int(arena.load(entry + _L["off_state"]))
+            if state in (_ST_EXITED, _ST_DEAD):
+                return True
             if pid and not _core.task_alive(pid):
-                break
-            if time.monotonic() > deadline:
-                log.warning("cpumap map:%d: worker of entry %#x did not exit", self.id, entry)
-                break
+                # Died: give its owner's supervisor a moment to reap it (state DEAD);
+                # if the owner is gone too, reap here (dead_entry is idempotent).
+                gone_at = gone_at or time.monotonic()
+                if time.monotonic() - gone_at > 5.0:
+                    return True
+            elif time.monotonic() > deadline:
+                return False
             time.sleep(0.005)
 
     def sync(self, timeout: float = 60.0) -> None:

@@ -307,3 +307,78 @@ def test_owner_killed_its_worker_exits_and_the_entry_is_replaceable(make_domain)
         m.free()
     c = frame_pool(dom).ma.check()
     assert c["created"] - c["released"] - c["cached"] - c["in_flight"] == frame_pool(dom).free_frames()
+
+
+def opposite_producer(map_name: str, order: list[int], cnt: int) -> int:
+    """A producer acting as CPU 0 (both run on real CPUs 0 and 1): round-robin over ``order``."""
+    os.sched_setaffinity(0, set(os.sched_getaffinity(0)) | {0, 1} & set(range(os.cpu_count() or 1)))
+    dom = percpu.current_domain()
+    m = CpuMap.attach(map_name, method="fork")
+    eng = XdpEngine(m, "round-robin", cpus=order)
+    b = _batch(0, 2)
+    while not kthread_should_stop():
+        eng.poll(b)
+        dom.arena.fetch_add(cnt, 1)
+    return 0
+
+
+def test_two_producers_as_one_cpu_in_opposite_orders_keep_going(make_domain):
+    """Two processes acting as CPU 0 flush bulk queues of two entries in opposite orders.
+
+    A flush never holds two bulk-queue locks at once (the review found an ABBA
+    deadlock when the poll's last queue stayed locked into the flush).
+    """
+    dom = make_domain(size=64 << 20, nr_cpus=2)
+    a = dom.arena
+    counter = dom.kzalloc(64)
+    cnt = dom.kzalloc(64)
+    m = CpuMap(2, name="abba", method="fork", stack=functools.partial(seq_stack, counter + 32, 1, counter))
+    ks = []
+    try:
+        m.update(0, 256)
+        m.update(1, 256)
+        ks = [Kthread(opposite_producer, 0, f"abba{i}", ("abba", order, cnt + 8 * i), method="fork").start()
+              for i, order in enumerate(([0, 1], [1, 0]))]
+        for _ in range(4):  # progress in each of 4 windows of 0.5 s
+            before = [int(a.load(cnt)), int(a.load(cnt + 8))]
+            time.sleep(0.5)
+            after = [int(a.load(cnt)), int(a.load(cnt + 8))]
+            assert after[0] > before[0] and after[1] > before[1], f"no progress: {before} -> {after}"
+    finally:
+        for k in ks:
+            k.stop()
+        m.close()
+        m.free()
+
+
+def _sleepy_stack(pkts) -> None:
+    time.sleep(3600)
+
+
+def test_dead_entry_twice_frees_the_held_frames_once(make_domain):
+    """Two reapers of one dead entry (its owner's supervisor, and a free) free its frames once."""
+    dom = make_domain(size=64 << 20, nr_cpus=2)
+    a = dom.arena
+    m = CpuMap(1, method="fork", stack=_sleepy_stack)
+    try:
+        m.update(0, 64)
+        entry = m._slot(0)
+        kt = m._workers[entry]
+        kt.on_death = None  # the test plays both reapers
+        with percpu.on_cpu(0):
+            XdpEngine(m, "round-robin", cpus=[0]).poll(_batch(0, 5))
+        _wait(lambda: a.load(entry + _core.cpumap_layout()["off_nheld"]) == 5, "the worker to hold 5 frames")
+        os.kill(kt.pid, signal.SIGKILL)
+        kt.join(WAIT)
+        got = [m._core.dead_entry(entry), m._core.dead_entry(entry)]
+        assert sorted(got) == [0, 5]
+        pool = frame_pool(dom)
+        nfree = pool.free_frames()
+        with percpu.on_cpu(0):
+            fr = _core.xdp_frames_alloc(pool, bytes(64), np.zeros(nfree, np.uint32), np.full(nfree, 64, np.uint32))
+        offs = struct.unpack(f"<{len(fr) // 8}Q", fr)
+        assert len(offs) == len(set(offs)), "a frame is in the pool twice"
+        _core.xdp_frames_free(pool, fr)
+    finally:
+        m.close()
+        m.free()

@@ -257,16 +257,16 @@ class XdpEngine:
             _core.rcu_read_lock()
             try:
                 p, d, t, r, a, e = self.map._core.apply(frames, actions, cpus, rxs)
-                _core.xdp_do_flush()
             finally:
+                _core.xdp_do_flush()  # what was enqueued goes out before the section ends, error or not
                 _core.rcu_read_unlock()
         else:
             fn = prog.fn if isinstance(prog, FrameProgram) else prog
             _core.rcu_read_lock()
             try:
                 p, d, t, r, a, e = _core.xdp_run_prog(self.pool, fn, frames, rxs)
-                _core.xdp_do_flush()
             finally:
+                _core.xdp_do_flush()
                 _core.rcu_read_unlock()
         return PollResult(got, p, d, t, r, a, e, 0, n - got)
 
@@ -407,8 +407,8 @@ class _LiveRunner:
         _core.rcu_read_lock()
         try:
             p, d, t, r, a, e = _core.xdp_run_prog(self.pool, fn, frames, self.rx.ptr)
-            _core.xdp_do_flush()
         finally:
+            _core.xdp_do_flush()
             _core.rcu_read_unlock()
         return PollResult(got, p, d, t, r, a, e, 0, len(b) - got)
 
