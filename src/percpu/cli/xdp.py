@@ -279,6 +279,9 @@ def redirect_cpu(
             except OSError as e:
                 fail(opts, f"--source {source!r}: {e}", errno=e.errno or 5)
             if rx_cpu is not None:
+                if rx_cpu not in dom.possible:
+                    fail(opts, f"--rx-cpu {rx_cpu} is not possible on this machine (possible: {dom.possible})",
+                         errno=19)
                 os.sched_setaffinity(0, {dom.real_cpu(rx_cpu)})
             m = cpumap.CpuMap(max(dom.nr_cpu_ids, 1), method=start_method)
             prog = None if remote == "disabled" else remote
@@ -363,8 +366,13 @@ def _run(
             live.stop()
     with contextlib.suppress(Exception):
         src.close()
+    dur = time.monotonic() - t0
     m.sync(30)
-    _summary(opts, _Snap(m, rx), first, time.monotonic() - t0)
+    # the summary counts what the workers took: wait (bounded) until the rings are empty
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and any(e.queued for e in m.entries() if e.state == "running"):
+        time.sleep(0.01)
+    _summary(opts, _Snap(m, rx), first, dur)
 
 
 def _summary(opts: Options, last: _Snap, first: _Snap, dur: float) -> None:
