@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from xdp_helpers import count_stack, delivered, frames_in_flight, wait_until  # tests/ is on sys.path
 
 import percpu
 from percpu import _core, errors, kernel
@@ -55,10 +56,6 @@ WAIT = 30.0  # seconds: the bound of every wait for a worker
 
 # ---- module-level worker functions (spawn pickles them by name) ------------------------------
 
-
-def count_stack(counter: int, pkts) -> None:
-    """The stack: add the packets to ``counter[pkts.cpu]`` (u64 per CPU)."""
-    percpu.current_domain().arena.fetch_add(counter + 8 * pkts.cpu, len(pkts))
 
 
 def sum_stack(counter: int, pkts) -> None:
@@ -100,13 +97,6 @@ def redirect_prog(name: str, key: int, ctx) -> int:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
 
 def alloc_frames(pool, payloads: list[bytes]) -> list[int]:
     data = b"".join(payloads)
@@ -145,11 +135,6 @@ def send(m: CpuMap, key: int, payloads: list[bytes], *, flush: bool = True, cpu:
             xdp_do_flush()
     return sent
 
-
-def frames_in_flight(pool) -> int:
-    """Frames out of the allocator that are not on the pool's freelist: held by someone."""
-    c = pool.ma.check()
-    return c["created"] - c["released"] - c["cached"] - c["in_flight"] - pool.free_frames()
 
 
 def total(m: CpuMap, key: int, field: str) -> int:
@@ -196,12 +181,6 @@ def maps(dom) -> Iterator[Callable[..., CpuMap]]:
         # every frame went back: the ring, bulk queues and batches are all empty
         assert frames_in_flight(frame_pool(dom)) == 0
 
-
-def delivered(dom, counter: int, cpu: int | None = None) -> int:
-    a = dom.arena
-    if cpu is None:
-        return int(a.load(counter)) + int(a.load(counter + 8))
-    return int(a.load(counter + 8 * cpu))
 
 
 # ---- 1. the errno order of the map operations -----------------------------------------------

@@ -13,12 +13,12 @@ import errno
 import functools
 import os
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from xdp_helpers import count_stack, delivered, frames_in_flight, wait_until  # tests/ is on sys.path
 
 import percpu
 from percpu import _core, errors, kernel
@@ -57,9 +57,6 @@ WAIT = 30.0
 # ---- module-level stacks (spawn-picklable) ---------------------------------------------------
 
 
-def count_stack(counter: int, pkts) -> None:
-    percpu.current_domain().arena.fetch_add(counter + 8 * pkts.cpu, len(pkts))
-
 
 def file_stack(directory: str, counter: int, pkts) -> None:
     """Append every packet (u32 length + bytes) to ``directory/<cpu>.bin``, then count them."""
@@ -86,25 +83,6 @@ def read_packets(path: Path) -> list[bytes]:
 
 # ---- helpers and fixtures --------------------------------------------------------------------
 
-
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
-
-def frames_in_flight(pool) -> int:
-    c = pool.ma.check()
-    return c["created"] - c["released"] - c["cached"] - c["in_flight"] - pool.free_frames()
-
-
-def delivered(dom, counter: int, cpu: int | None = None) -> int:
-    a = dom.arena
-    if cpu is None:
-        return int(a.load(counter)) + int(a.load(counter + 8))
-    return int(a.load(counter + 8 * cpu))
 
 
 def rx_totals(rxs: RxStats, cpu: int = 0) -> dict:

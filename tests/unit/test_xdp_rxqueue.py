@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import functools
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from xdp_helpers import count_stack, delivered, frames_in_flight, wait_until  # tests/ is on sys.path
 
 import percpu
 from percpu import _core, errors
@@ -29,33 +29,9 @@ WAIT = 30.0
 NO_TOUCH, TOUCH, ROUND_ROBIN = mode_number("no-touch"), mode_number("touch"), mode_number("round-robin")
 
 
-def count_stack(counter: int, pkts) -> None:
-    """The stack: add the packets to ``counter[pkts.cpu]`` (u64 per CPU)."""
-    percpu.current_domain().arena.fetch_add(counter + 8 * pkts.cpu, len(pkts))
-
 
 # ---- helpers and fixtures --------------------------------------------------------------------
 
-
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
-
-def frames_in_flight(pool) -> int:
-    """Frames out of the allocator that are not on the pool's freelist: held by someone."""
-    c = pool.ma.check()
-    return c["created"] - c["released"] - c["cached"] - c["in_flight"] - pool.free_frames()
-
-
-def delivered(dom, counter: int, cpu: int | None = None) -> int:
-    a = dom.arena
-    if cpu is None:
-        return int(a.load(counter)) + int(a.load(counter + 8))
-    return int(a.load(counter + 8 * cpu))
 
 
 def cpus(*c: int) -> bytes:
