@@ -141,6 +141,7 @@ int pk_ptr_ring_drain_dead(struct pk_ptr_ring *r, uint64_t *out, const uint64_t 
 
 		if (!v || (i >= tail && i < head))
 			continue;
+		v = PK_SLOT_OFF(v);	/* the frame offset (skip holds offsets) */
 		for (k = 0; k < nskip; k++)
 			if (skip[k] == v)
 				break;

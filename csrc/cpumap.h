@@ -94,6 +94,18 @@ struct pk_ptr_ring {
 
 #define PK_PTR_RING_BYTES(size)	(sizeof(struct pk_ptr_ring) + (uint64_t)(size) * 8)
 
+/*
+ * A ring slot carries the frame's offset (low 40 bits) and, so that the
+ * worker need not read the frame's header line, its length and data offset
+ * (12 bits each): a frame is at most 4095 bytes (the pool's are 2080).
+ */
+#define PK_SLOT_OFF_BITS	40
+#define PK_SLOT_OFF(v)		((v) & ((1ull << PK_SLOT_OFF_BITS) - 1))
+#define PK_SLOT_LEN(v)		((uint32_t)((v) >> PK_SLOT_OFF_BITS) & 0xfff)
+#define PK_SLOT_DOFF(v)		((uint32_t)((v) >> (PK_SLOT_OFF_BITS + 12)) & 0xfff)
+#define PK_SLOT(off, len, doff)	((off) | ((uint64_t)(len) << PK_SLOT_OFF_BITS) | \
+				 ((uint64_t)(doff) << (PK_SLOT_OFF_BITS + 12)))
+
 struct pk_xdp_bulk_queue {		/* one per (entry, CPU), in the per-CPU area */
 	struct pk_lock lock;
 	uint32_t count;			/* lock */

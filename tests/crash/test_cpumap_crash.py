@@ -244,7 +244,9 @@ def test_kill_inside_the_flush_loop_does_not_duplicate(make_domain):
             dom.mem(bq + 16, 64)[:] = struct.pack("<8Q", *frames[:8])
             # struct pk_ptr_ring { pk_lock producer_lock; producer; prod_pending; ... } + queue[] after the header
             hdr = _core.cpumap_layout()["ring_hdr"]
-            dom.mem(ring + hdr, 24)[:] = struct.pack("<3Q", *frames[:3])
+            # a slot carries the frame's offset (40 bits), length and data offset (12 bits each)
+            slot = [f | (64 << 40) | ((32 + 256) << 52) for f in frames[:3]]
+            dom.mem(ring + hdr, 24)[:] = struct.pack("<3Q", *slot)
             dom.mem(ring, 16)[:] = struct.pack("<IIII", pid, 0, 3, 0)
             from percpu.cpumap import bpf_redirect_map, xdp_do_flush, xdp_do_redirect
             from percpu.runtime import rcu
@@ -253,7 +255,7 @@ def test_kill_inside_the_flush_loop_does_not_duplicate(make_domain):
                 assert bpf_redirect_map(m, 1) == 4
                 xdp_do_redirect(frames[8])
                 xdp_do_flush()
-            q = [f for f in struct.unpack("<64Q", bytes(dom.mem(ring + hdr, 64 * 8))) if f]
+            q = [f & ((1 << 40) - 1) for f in struct.unpack("<64Q", bytes(dom.mem(ring + hdr, 64 * 8))) if f]
         finally:
             os.kill(e.worker_pid, signal.SIGCONT)
         _wait(lambda: sum(int(a.load(counter + 8 * i)) for i in range(9)) >= 9, "the frames delivered")
