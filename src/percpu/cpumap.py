@@ -100,8 +100,9 @@ CPU_MAP_BULK_SIZE: int = _L["bulk_size"]
 CPUMAP_BATCH: int = _L["batch"]
 QSIZE_MAX: int = _L["qsize_max"]
 NR_CPUS: int = _core.MAX_CPUS
-FRAME_SIZE = 2080  # header 32 + XDP_PACKET_HEADROOM 256 + 1792 bytes of data
-FRAME_DATA_ROOM = FRAME_SIZE - _L["frame_hdr"] - _L["headroom"]
+# header 32 + XDP_PACKET_HEADROOM 256 (+ up to 63 to start the packet on a cache line) + 1792 bytes of data
+FRAME_SIZE = 2144
+FRAME_DATA_ROOM = 1792
 KIND = "cpumap"
 POOL_NAME = "xdp_frames"
 MAG_CAP = 1024  # frames per CPU magazine of the frame pool

@@ -245,7 +245,8 @@ def test_kill_inside_the_flush_loop_does_not_duplicate(make_domain):
             # struct pk_ptr_ring { pk_lock producer_lock; producer; prod_pending; ... } + queue[] after the header
             hdr = _core.cpumap_layout()["ring_hdr"]
             # a slot carries the frame's offset (40 bits), length and data offset (12 bits each)
-            slot = [f | (64 << 40) | ((32 + 256) << 52) for f in frames[:3]]
+            hdrs = [struct.unpack("<II", bytes(dom.mem(f, 8))) for f in frames[:3]]  # data_off, len
+            slot = [f | (ln << 40) | (doff << 52) for f, (doff, ln) in zip(frames[:3], hdrs)]
             dom.mem(ring + hdr, 24)[:] = struct.pack("<3Q", *slot)
             dom.mem(ring, 16)[:] = struct.pack("<IIII", pid, 0, 3, 0)
             from percpu.cpumap import bpf_redirect_map, xdp_do_flush, xdp_do_redirect
