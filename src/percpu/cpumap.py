@@ -732,8 +732,10 @@ def bpf_redirect_map(map: CpuMap, key: int, flags: int = 0) -> int:
 
 
 def xdp_do_redirect(frame: int) -> None:
-    """``xdp_do_redirect()``: enqueue ``frame`` where the last ``bpf_redirect_map()`` pointed."""
+    """``xdp_do_redirect()``: enqueue ``frame`` where this thread's last ``bpf_redirect_map()`` pointed."""
     _core.xdp_do_redirect(frame)
 
 
-xdp_do_flush = _core.xdp_do_flush
+def xdp_do_flush() -> None:
+    """``xdp_do_flush()``: flush this thread's bulk queues into the rings and wake the workers."""
+    _core.xdp_do_flush()

@@ -601,19 +601,9 @@ def cpu_map_get_next_key(map: CpuMap, key: int | None) -> int:
     return map.get_next_key(key)
 
 
-def bpf_redirect_map(map: CpuMap, key: int, flags: int = 0) -> int:
-    """``bpf_redirect_map()`` on a CPU map: XDP_REDIRECT, or the fallback action (low 2 bits of flags)."""
-    return int(map._core.redirect(key, flags))
-
-
-def xdp_do_redirect(frame: int) -> None:
-    """``xdp_do_redirect()``: enqueue ``frame`` where this thread's last ``bpf_redirect_map()`` pointed."""
-    _core.xdp_do_redirect(frame)
-
-
-def xdp_do_flush() -> None:
-    """``xdp_do_flush()``: flush this thread's bulk queues into the rings and wake the workers."""
-    _core.xdp_do_flush()
+bpf_redirect_map = _cpumap.bpf_redirect_map
+xdp_do_redirect = _cpumap.xdp_do_redirect
+xdp_do_flush = _cpumap.xdp_do_flush
 
 
 def bpf_prog_test_run(prog: Any, data: bytes, repeat: int = 1, flags: int = 0) -> Any:

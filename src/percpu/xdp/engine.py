@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from percpu import _core
-from percpu.cpumap import XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, CpuMap, frame_pool
+from percpu.cpumap import XDP_ABORTED, XDP_REDIRECT, CpuMap, frame_pool
 from percpu.errors import Exists, InvalidArgument, NoEntry, OutOfMemory
 from percpu.runtime import rcu
 from percpu.runtime.domain import Domain, current_domain
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-BPF_F_TEST_RUN_ON_CPU = 1 << 0
 _L = _core.cpumap_layout()
 RX_FIELDS = ("rx", "pass", "drop", "tx", "redirect", "aborted", "issue", "alloc_fail")
 REDIRECT_ERRNOS = ("EINVAL", "ENETDOWN", "EMSGSIZE", "EOPNOTSUPP", "ENOSPC", "ENOENT", "other")
@@ -415,5 +414,3 @@ class _LiveRunner:
 
 _live_engines: dict[int, _LiveRunner] = {}
 
-ACTIONS = {"XDP_ABORTED": XDP_ABORTED, "XDP_DROP": XDP_DROP, "XDP_PASS": XDP_PASS, "XDP_TX": XDP_TX,
-           "XDP_REDIRECT": XDP_REDIRECT}

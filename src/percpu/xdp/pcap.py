@@ -47,6 +47,7 @@ Synchronization: none; a source or writer belongs to one thread.
 
 from __future__ import annotations
 
+import abc
 import math
 import mmap
 import os
@@ -567,7 +568,7 @@ def _order_char(byteorder: str) -> str:
     return "<" if byteorder == "little" else ">"
 
 
-class _Writer:
+class _Writer(abc.ABC):
     """What the two writers share: the file, batches, the context manager."""
 
     def __init__(self, path: PathLike | IO[bytes]) -> None:
@@ -579,8 +580,9 @@ class _Writer:
             self._own = False
         self.count = 0
 
+    @abc.abstractmethod
     def write(self, frame: Frame, ts: float | None = None, ifindex: int = 1) -> None:
-        raise NotImplementedError
+        """Write one frame (each file format writes its own record)."""
 
     def write_batch(self, batch: RxBatch) -> None:
         """Write every frame of ``batch`` with its timestamps (now, if it has none) and ifindex."""
