@@ -57,6 +57,8 @@ typedef struct {
 	PyTypeObject *pktlist_type;
 	PyTypeObject *framepool_type;
 	PyTypeObject *rxqueue_type;
+	PyTypeObject *htab_type;
+	PyTypeObject *array_type;
 } core_state;
 
 typedef struct {
@@ -864,6 +866,7 @@ static PyObject *arena_rcu_stat_add(ArenaObject *self, PyObject *const *args, Py
 #include "_core_cpumask.inc"
 #include "_core_xdpparse.inc"
 #include "_core_cpumap.inc"
+#include "_core_maps.inc"
 
 static PyGetSetDef arena_getset[] = {
 	{ "closed", (getter)arena_get_closed, NULL, "True once close() was called", NULL },
@@ -2336,6 +2339,7 @@ static PyMethodDef core_methods[] = {
 	CM_MODULE_METHODS
 	XP_MODULE_METHODS
 	CPUMAP_MODULE_METHODS
+	MAPS_MODULE_METHODS
 	{ "pcpu_set_hook", core_pcpu_set_hook, METH_O,
 	  "pcpu_set_hook(callable | None): receives the per-CPU allocator's events." },
 	{ "memcg_set_active", core_memcg_set_active, METH_VARARGS,
@@ -2404,6 +2408,12 @@ static int core_exec(PyObject *m)
 	st->worker_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &worker_spec, NULL);
 	if (st->worker_type == NULL || PyModule_AddType(m, st->worker_type) < 0)
 		return -1;
+	st->htab_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &htab_spec, NULL);
+	if (st->htab_type == NULL || PyModule_AddType(m, st->htab_type) < 0)
+		return -1;
+	st->array_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &array_spec, NULL);
+	if (st->array_type == NULL || PyModule_AddType(m, st->array_type) < 0)
+		return -1;
 	st->xdpframe_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &xdpframe_spec, NULL);
 	if (st->xdpframe_type == NULL || PyModule_AddType(m, st->xdpframe_type) < 0)
 		return -1;
@@ -2460,6 +2470,8 @@ static int core_traverse(PyObject *m, visitproc visit, void *arg)
 	Py_VISIT(st->cpumap_type);
 	Py_VISIT(st->worker_type);
 	Py_VISIT(st->xdpframe_type);
+	Py_VISIT(st->htab_type);
+	Py_VISIT(st->array_type);
 	Py_VISIT(st->pktlist_type);
 	Py_VISIT(st->framepool_type);
 	Py_VISIT(st->rxqueue_type);
@@ -2479,6 +2491,8 @@ static int core_clear(PyObject *m)
 	Py_CLEAR(st->cpumap_type);
 	Py_CLEAR(st->worker_type);
 	Py_CLEAR(st->xdpframe_type);
+	Py_CLEAR(st->htab_type);
+	Py_CLEAR(st->array_type);
 	Py_CLEAR(st->pktlist_type);
 	Py_CLEAR(st->framepool_type);
 	Py_CLEAR(st->rxqueue_type);
