@@ -70,6 +70,7 @@ __all__ = [
     "BPF_NOEXIST",
     "ArrayMap",
     "BatchError",
+    "Codec",
     "BpfMap",
     "HashMap",
     "PercpuArrayMap",
