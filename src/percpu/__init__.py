@@ -11,6 +11,7 @@ from percpu.bpf_cpumask import BpfCpumask
 from percpu.cpumap import BpfCpumapVal, CpuMap
 from percpu.cpumask import Cpumask
 from percpu.freelist import PcpuFreelist
+from percpu.maps import ArrayMap, HashMap, PercpuArrayMap, PercpuHashMap
 from percpu.memalloc import BpfMemAlloc
 from percpu.pcpu import PerCpu, PerCpuCounter, define_per_cpu
 from percpu.runtime import rcu
@@ -27,14 +28,18 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "ArrayMap",
     "BpfCpumapVal",
     "BpfCpumask",
     "BpfMemAlloc",
     "CpuMap",
     "Cpumask",
     "Domain",
+    "HashMap",
     "Kthread",
     "PcpuFreelist",
+    "PercpuArrayMap",
+    "PercpuHashMap",
     "PerCpu",
     "PerCpuCounter",
     "__version__",

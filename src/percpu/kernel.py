@@ -18,12 +18,14 @@ from typing import Any
 
 from percpu import _core
 from percpu import cpumap as _cpumap
+from percpu import maps as _maps
 from percpu.bpf_cpumask import BpfCpumask as BpfCpumask
 from percpu.bpf_cpumask import bits_of as _bits_of
 from percpu.bpf_cpumask import distribute as _distribute
 from percpu.cpumap import BpfCpumapVal as BpfCpumapVal
 from percpu.cpumap import CpuMap as CpuMap
 from percpu.freelist import PcpuFreelist
+from percpu.maps import BpfMap as BpfMap
 from percpu.memalloc import BpfMemAlloc
 from percpu.memalloc import check_size as _ma_check_size
 from percpu.pcpu import allocator as _pcpu
@@ -61,6 +63,25 @@ __all__ = [
     "XDP_TX",
     "bpf_prog_test_run",
     "bpf_redirect_map",
+    "bpf_map_create",
+    "bpf_map_lookup_elem",
+    "bpf_map_update_elem",
+    "bpf_map_delete_elem",
+    "map_lookup_elem",
+    "map_update_elem",
+    "map_delete_elem",
+    "map_get_next_key",
+    "BPF_MAP_TYPE_HASH",
+    "BPF_MAP_TYPE_ARRAY",
+    "BPF_MAP_TYPE_PERCPU_HASH",
+    "BPF_MAP_TYPE_PERCPU_ARRAY",
+    "BPF_F_NO_PREALLOC",
+    "BPF_F_RDONLY",
+    "BPF_F_WRONLY",
+    "BPF_F_RDONLY_PROG",
+    "BPF_F_WRONLY_PROG",
+    "BPF_F_ZERO_SEED",
+    "BPF_F_LOCK",
     "cpu_map_alloc",
     "cpu_map_delete_elem",
     "cpu_map_get_next_key",
@@ -611,3 +632,54 @@ def bpf_prog_test_run(prog: Any, data: bytes, repeat: int = 1, flags: int = 0) -
     from percpu.xdp import bpf_prog_test_run as _run
 
     return _run(prog, data, repeat, flags)
+
+
+# ---- kernel/bpf/hashtab.c, kernel/bpf/arraymap.c, kernel/bpf/syscall.c ------------------------
+
+BPF_MAP_TYPE_HASH = _maps.BPF_MAP_TYPE_HASH
+BPF_MAP_TYPE_ARRAY = _maps.BPF_MAP_TYPE_ARRAY
+BPF_MAP_TYPE_PERCPU_HASH = _maps.BPF_MAP_TYPE_PERCPU_HASH
+BPF_MAP_TYPE_PERCPU_ARRAY = _maps.BPF_MAP_TYPE_PERCPU_ARRAY
+BPF_F_NO_PREALLOC = _maps.BPF_F_NO_PREALLOC
+BPF_F_RDONLY = _maps.BPF_F_RDONLY
+BPF_F_WRONLY = _maps.BPF_F_WRONLY
+BPF_F_RDONLY_PROG = _maps.BPF_F_RDONLY_PROG
+BPF_F_WRONLY_PROG = _maps.BPF_F_WRONLY_PROG
+BPF_F_ZERO_SEED = _maps.BPF_F_ZERO_SEED
+BPF_F_LOCK = _maps.BPF_F_LOCK
+
+
+def bpf_map_create(map_type: int, key_size: int, value_size: int, max_entries: int, map_flags: int = 0,
+                   **kw: Any) -> BpfMap:
+    """``BPF_MAP_CREATE`` (``map_create()`` -> ``htab_map_alloc`` / ``array_map_alloc``) for the four types."""
+    cls = _maps._TYPES.get(map_type)
+    if cls is None:
+        from percpu.errors import InvalidArgument
+
+        raise InvalidArgument(f"map_type {map_type} is not one of HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY")
+    return cls(key_size, value_size, max_entries, map_flags, **kw)
+
+
+def map_lookup_elem(map: BpfMap, key: Any) -> Any:
+    """``BPF_MAP_LOOKUP_ELEM`` from user space: a copy (per-CPU: every possible CPU's); ENOENT."""
+    return map.lookup(key)
+
+
+def map_update_elem(map: BpfMap, key: Any, value: Any, flags: int = BPF_ANY) -> None:
+    """``BPF_MAP_UPDATE_ELEM``: EINVAL, EEXIST, ENOENT, E2BIG, ENOMEM, EPERM (see the map types)."""
+    map.update(key, value, flags)
+
+
+def map_delete_elem(map: BpfMap, key: Any) -> None:
+    """``BPF_MAP_DELETE_ELEM``: ENOENT (hash), EINVAL (arrays)."""
+    map.delete(key)
+
+
+def map_get_next_key(map: BpfMap, key: Any) -> Any:
+    """``BPF_MAP_GET_NEXT_KEY``: the first key for None or a missing key; ENOENT at the end."""
+    return map.get_next_key(key)
+
+
+bpf_map_lookup_elem = _maps.bpf_map_lookup_elem
+bpf_map_update_elem = _maps.bpf_map_update_elem
+bpf_map_delete_elem = _maps.bpf_map_delete_elem

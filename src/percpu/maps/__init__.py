@@ -143,7 +143,7 @@ class BatchError(PercpuError):
     """A batch stopped at an error; ``count`` elements were done before it (``attr->batch.count``)."""
 
     def __init__(self, cause: PercpuError, count: int) -> None:
-        super().__init__(cause.errno, f"{cause.strerror} (after {count} elements)")
+        super().__init__(f"{cause.strerror} (after {count} elements)", cause.errno)
         self.cause = cause
         self.count = count
 
@@ -312,7 +312,7 @@ class BpfMap:
         if not self.percpu:
             return vc.encode(value)
         if isinstance(value, (bytes, bytearray, memoryview)) and len(memoryview(value).cast("B")) == self._raw_vsize:
-            return value
+            return bytes(value)
         pad = bytes(self._rsize - self.value_size)
         if isinstance(value, list) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) >= 1
                                        and len(value) == self._nposs and self.value_codec.kind == "numpy"
@@ -379,7 +379,7 @@ class BpfMap:
 
     def lookup_and_delete(self, key: Any) -> Any:
         """``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` (hash maps)."""
-        raise PercpuError(_errno.ENOTSUP, f"{TYPE_NAMES[self.map_type]} maps have no lookup_and_delete")
+        raise PercpuError(f"{TYPE_NAMES[self.map_type]} maps have no lookup_and_delete", _errno.ENOTSUP)
 
     def get_next_key(self, key: Any = None) -> Any:
         """``BPF_MAP_GET_NEXT_KEY``: the key after ``key`` (None: the first); ``ENOENT`` at the end."""
@@ -454,7 +454,7 @@ class BpfMap:
 
     def lookup_and_delete_batch(self, count: int = 64, in_batch: int | None = None) -> Batch:
         """``BPF_MAP_LOOKUP_AND_DELETE_BATCH`` (hash maps)."""
-        raise PercpuError(_errno.ENOTSUP, f"{TYPE_NAMES[self.map_type]} maps have no lookup_and_delete_batch")
+        raise PercpuError(f"{TYPE_NAMES[self.map_type]} maps have no lookup_and_delete_batch", _errno.ENOTSUP)
 
     def _batch(self, count: int, in_batch: int | None, delete: bool) -> Batch:
         raise NotImplementedError
@@ -830,9 +830,10 @@ class HashMap(BpfMap):
             nelems = self.max_entries + (0 if self.percpu else len(dom.possible))
             if nelems * es > dom.size:
                 raise OutOfMemory(f"{nelems} elements of {es} bytes do not fit the domain")
-            elems = dom.kzalloc(nelems * es)
-            if elems is None:
+            area = dom.kzalloc(nelems * es)
+            if area is None:
                 raise OutOfMemory(f"no room for {nelems} elements of {es} bytes")
+            elems = area
             self._parts["elems"] = elems
             self._parts["nr_elems"] = nelems
             if self.percpu:
@@ -978,8 +979,7 @@ class HashMap(BpfMap):
         if self.kptrs:
             cursor: int | None = 0
             while cursor is not None:
-                b = self._batch(1 << 16, cursor, True)
-                cursor = b.next
+                cursor = self._batch(1 << 16, cursor, True).next
         if not self.prealloc:
             self._core.free_all()
 
