@@ -54,7 +54,7 @@ from percpu.errors import (
     PercpuError,
     TooBig,
 )
-from percpu.maps.codec import Codec, from_spec, make
+from percpu.maps.codec import Codec, StructCodec, from_spec, make
 from percpu.runtime.domain import Domain, current_domain
 
 __all__ = [
@@ -290,7 +290,19 @@ class BpfMap:
         self._nposs = len(self.possible)
         self._rsize = _round8(self.value_size)
         self._raw_vsize = self._rsize * self._nposs if self.percpu else self.value_size
-        self._ident = self.key_codec.kind == "bytes" and self.value_codec.kind == "bytes"
+        # Fast paths of lookup()/update(): which conversions a call can skip.
+        self._no_read = bool(self.map_flags & BPF_F_WRONLY)
+        self._no_write = bool(self.map_flags & BPF_F_RDONLY)
+        vc = self.value_codec
+        self._vdec: Any = None
+        if self.percpu:
+            self._vdec = self._value_out
+        elif isinstance(vc, StructCodec) and vc.single:
+            unpack = vc.st.unpack
+            self._vdec = lambda raw: unpack(raw)[0]
+        elif vc.kind != "bytes":
+            self._vdec = vc.decode
+        self._vraw_ok = not self.kptrs and not self.percpu
 
     def _release_parts(self) -> None:
         raise NotImplementedError
@@ -349,11 +361,13 @@ class BpfMap:
 
     def lookup(self, key: Any) -> Any:
         """``BPF_MAP_LOOKUP_ELEM``: a copy of the value; :class:`NoEntry` (``ENOENT``) if missing."""
-        self._check_user(False)
-        raw = self._core.lookup(self._key(key))
+        if self._no_read:
+            self._check_user(False)
+        raw = self._core.lookup(key if type(key) is bytes else self._key(key))
         if raw is None:
             raise NoEntry(f"key {key!r} not found")
-        return self._value_out(raw)
+        dec = self._vdec
+        return raw if dec is None else dec(raw)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -363,8 +377,14 @@ class BpfMap:
 
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """``BPF_MAP_UPDATE_ELEM`` with ``BPF_ANY``, ``BPF_NOEXIST`` or ``BPF_EXIST``."""
-        self._check_user(True)
-        self._update(self._key(key), self._value_in(value), flags, True)
+        if self._no_write:
+            self._check_user(True)
+        k = key if type(key) is bytes else self._key(key)
+        if self._vraw_ok:
+            v = value if type(value) is bytes else self.value_codec.encode(value)
+            self._core.update(k, v, flags)
+            return
+        self._update(k, self._value_in(value), flags, True)
 
     def _update(self, k: Any, v: Any, flags: int, onall: bool) -> None:
         self._core.update(k, v, flags, onall)

@@ -69,6 +69,11 @@ class StructCodec(Codec):
         self.single = len(self.st.unpack(bytes(self.st.size))) == 1
 
     def encode(self, obj: Any) -> bytes | memoryview:
+        if self.single and type(obj) is int:
+            try:
+                return self.st.pack(obj)
+            except struct.error:
+                pass  # the message below
         if isinstance(obj, (bytes, bytearray, memoryview)):
             return super().encode(obj)
         try:
