@@ -201,6 +201,12 @@ static void free_elem(struct pk_htab_ctx *c, struct pk_htab *h, uint64_t off, in
 		if (obj)
 			pk_ma_free(c->pe, c->pcpu_ma, c->cpu, obj, 1, 1);
 	}
+	/*
+	 * bpf_mem_cache_free_rcu(): not reused before a grace period, so a
+	 * program's view of a deleted element reads the old value inside its RCU
+	 * section (the kernel's htab_elem_free() uses bpf_mem_cache_free() and
+	 * lets its lock-free lookups detect a reused element instead).
+	 */
 	pk_ma_free(c->e, c->ma, c->cpu, off, 1, 1);
 }
 
@@ -428,12 +434,20 @@ int pk_htab_update(struct pk_htab_ctx *c, struct pk_htab *h, const void *key, co
 		pcpu_write(c, h, elem_pptr(c, h, old), value, onallcpus, 0);
 		goto out;
 	}
-	WRITE_ONCE64(&b->pend_old, old_off);	/* before the pop: pend_new != 0 => pend_old valid */
 	new_off = alloc_elem(c, h, old != NULL, &extra, &r);
 	if (!new_off) {
-		WRITE_ONCE64(&b->pend_old, 0);
+		if (old && h->prealloc) {
+			/*
+			 * More replacements in flight than spare elements (several
+			 * callers acting as one CPU): the kernel's replace of a full
+			 * map never fails, so copy in place, under the bucket lock.
+			 */
+			memcpy(pk_htab_val(h, old), value, h->value_size);
+			r = 0;
+		}
 		goto out;
 	}
+	/* pend_new first: pend_old alone means a delete in progress to bucket_repair(). */
 	WRITE_ONCE64(&b->pend_new, new_off | (uint64_t)extra);
 	if (old)
 		WRITE_ONCE64(&b->pend_old, old_off | (uint64_t)extra);

@@ -57,7 +57,9 @@
  * owner finishes or undoes it (bucket_repair in htab.c).  Lost on a kill:
  * an element between its pop and the pend_new store, or between clearing
  * pend_old and its free (a few instructions each); pk_htab_check() counts
- * the preallocated elements so lost (`leaked`) and recounts `count`.
+ * the preallocated elements so lost (`leaked`) and recounts `count`.  A
+ * per-CPU value written in place (an update of an existing key) is torn when
+ * its writer dies mid-copy: that value only, as it would be in the kernel.
  */
 #ifndef PK_HTAB_H
 #define PK_HTAB_H

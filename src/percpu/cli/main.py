@@ -18,6 +18,7 @@ import click
 from percpu.cli.cpumask import cpumask
 from percpu.cli.domain import domain
 from percpu.cli.freelist import freelist
+from percpu.cli.map import map_
 from percpu.cli.memalloc import memalloc
 from percpu.cli.pcpu import pcpu
 from percpu.cli.rcu import rcu
@@ -161,3 +162,4 @@ cli.add_command(freelist)
 cli.add_command(memalloc)
 cli.add_command(pcpu)
 cli.add_command(xdp)
+cli.add_command(map_)

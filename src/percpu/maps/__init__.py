@@ -114,10 +114,11 @@ ARRAY_CREATE_FLAG_MASK = (BPF_F_NUMA_NODE | BPF_F_MMAPABLE | BPF_F_ACCESS_MASK
 
 KMALLOC_MAX_SIZE = 4 << 20  # x86-64: 1 << (PAGE_SHIFT + MAX_PAGE_ORDER)
 HTAB_ELEM_KERNEL = 48  # sizeof(struct htab_elem) on 64-bit, for the kernel's size check
-ELEM_HDR = 16  # our struct pk_htab_elem header
-BUCKET_SIZE = 32
-HTAB_HDR = 160  # sizeof(struct pk_htab), rounded
-ARRAY_HDR = 64
+_LAYOUT = _core.maps_layout()
+ELEM_HDR = _LAYOUT["elem_hdr"]  # struct pk_htab_elem header
+BUCKET_SIZE = _LAYOUT["bucket"]
+HTAB_HDR = _LAYOUT["htab"]  # sizeof(struct pk_htab)
+ARRAY_HDR = _LAYOUT["array"]  # sizeof(struct pk_array)
 PCPU_MIN_UNIT_SIZE = _core.PCPU_MIN_UNIT_SIZE
 BPF_OBJ_NAME_LEN = 16
 KIND = "bpf_map"
@@ -131,6 +132,31 @@ def _round8(n: int) -> int:
 
 def _roundup_pow_of_two(n: int) -> int:
     return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
+def _kzalloc(dom: Domain, size: int, what: str) -> int:
+    """kzalloc for a map part: ENOMEM (never EINVAL) when the domain cannot hold it."""
+    try:
+        off = dom.kzalloc(size)
+    except InvalidArgument:
+        off = None
+    if off is None:
+        raise OutOfMemory(f"no room for {what} ({size} bytes) in the domain")
+    return off
+
+
+class _Closed:
+    """What a closed or freed handle holds instead of its core: every use raises ValueError."""
+
+    def __init__(self, why: str) -> None:
+        self._why = why
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(self._why)
+
+
+_INT_PACK = {1: struct.Struct("<B").pack, 2: struct.Struct("<H").pack, 4: struct.Struct("<I").pack,
+             8: struct.Struct("<Q").pack}
 
 
 def _check_int(what: str, v: Any) -> int:
@@ -200,6 +226,10 @@ class BpfMap:
             # bpf_obj_name_cpy()
             raise InvalidArgument(f"map name {name!r}: up to 15 characters of [A-Za-z0-9_.]")
         self._check_attr(ks, vs, max_entries, map_flags)
+        if name is not None:
+            with contextlib.suppress(NoEntry):
+                dom.lookup(name)
+                raise Exists(f"a map or object named {name!r} exists in the domain")
         self.key_size, self.value_size, self.max_entries, self.map_flags = ks, vs, max_entries, map_flags
         assert kc is not None and vc is not None
         self.key_codec, self.value_codec = kc, vc
@@ -255,14 +285,16 @@ class BpfMap:
             "parts": self._parts, "pid": os.getpid(),
         }
         raw = json.dumps(desc).encode()
-        off = self.domain.kzalloc(len(raw) + 4)
-        if off is None:
-            raise OutOfMemory("no room for the map's descriptor")
-        self._desc_off = off
+        off = _kzalloc(self.domain, len(raw) + 4, "the map's descriptor")
         mv = self.domain.mem(off, len(raw) + 4)
         mv[4:] = raw
         _DESC.pack_into(mv, 0, len(raw))
-        self.domain.register(self._regname, KIND, off, len(raw) + 4)
+        try:
+            self.domain.register(self._regname, KIND, off, len(raw) + 4)
+        except BaseException:
+            self.domain.kfree(off)
+            raise
+        self._desc_off = off
 
     @classmethod
     def _from_desc(cls, dom: Domain, regname: str, off: int) -> BpfMap:
@@ -303,6 +335,27 @@ class BpfMap:
         elif vc.kind != "bytes":
             self._vdec = vc.decode
         self._vraw_ok = not self.kptrs and not self.percpu
+        kc = self.key_codec
+        self._kpack: Any = None
+        if isinstance(kc, StructCodec) and kc.single:
+            self._kpack = kc.st.pack
+        elif kc.kind == "bytes":
+            self._kpack = _INT_PACK.get(kc.size)
+        self._vpack: Any = None
+        if isinstance(vc, StructCodec) and vc.single:
+            self._vpack = vc.st.pack
+        elif vc.kind == "bytes":
+            self._vpack = _INT_PACK.get(vc.size)
+        # per-CPU values of one struct field: one Struct over every CPU's copy (each rounded to 8)
+        self._pc_struct: Any = None
+        if self.percpu and isinstance(vc, StructCodec) and vc.single:
+            order = vc.fmt[0] if vc.fmt[:1] in ("<", ">", "=", "!", "@") else "="
+            body = vc.fmt[1:] if order != "=" or vc.fmt[:1] == "=" else vc.fmt
+            pad = self._rsize - self.value_size
+            with contextlib.suppress(struct.error):
+                st = struct.Struct(order + (body + (f"{pad}x" if pad else "")) * self._nposs)
+                if st.size == self._raw_vsize:
+                    self._pc_struct = st
 
     def _release_parts(self) -> None:
         raise NotImplementedError
@@ -310,6 +363,11 @@ class BpfMap:
     # ---- conversions ---------------------------------------------------------------------
 
     def _key(self, key: Any) -> Any:
+        if type(key) is int and self._kpack is not None:
+            try:
+                return self._kpack(key)
+            except struct.error:
+                pass  # negative or too large: the codec's message
         return self.key_codec.encode(key)
 
     def _value_in(self, value: Any) -> bytes | memoryview:
@@ -323,6 +381,16 @@ class BpfMap:
             return bytes(raw)
         if not self.percpu:
             return vc.encode(value)
+        pst = self._pc_struct
+        if pst is not None:
+            try:
+                if type(value) is list:
+                    if len(value) == self._nposs:
+                        return bytes(pst.pack(*value))
+                elif not isinstance(value, (bytes, bytearray, memoryview, tuple)):
+                    return bytes(pst.pack(*([value] * self._nposs)))
+            except struct.error:
+                pass  # the messages below
         if isinstance(value, (bytes, bytearray, memoryview)) and len(memoryview(value).cast("B")) == self._raw_vsize:
             return bytes(value)
         pad = bytes(self._rsize - self.value_size)
@@ -341,6 +409,8 @@ class BpfMap:
         vc = self.value_codec
         if not self.percpu:
             return vc.decode(raw)
+        if self._pc_struct is not None:
+            return list(self._pc_struct.unpack(raw))
         r, n = self._rsize, self.value_size
         return [vc.decode(raw[i * r:i * r + n]) for i in range(self._nposs)]
 
@@ -381,7 +451,16 @@ class BpfMap:
             self._check_user(True)
         k = key if type(key) is bytes else self._key(key)
         if self._vraw_ok:
-            v = value if type(value) is bytes else self.value_codec.encode(value)
+            v: Any
+            if type(value) is bytes:
+                v = value
+            elif type(value) is int and self._vpack is not None:
+                try:
+                    v = self._vpack(value)
+                except struct.error:
+                    v = self.value_codec.encode(value)
+            else:
+                v = self.value_codec.encode(value)
             self._core.update(k, v, flags)
             return
         self._update(k, self._value_in(value), flags, True)
@@ -484,6 +563,9 @@ class BpfMap:
         self._check_user(True)
         if flags & ~BPF_F_LOCK:
             raise InvalidArgument("update_batch: elem_flags may only be BPF_F_LOCK")
+        keys, values = list(keys), list(values)
+        if len(keys) != len(values):
+            raise InvalidArgument(f"update_batch: {len(keys)} keys but {len(values)} values")
         n = 0
         for k, v in zip(keys, values, strict=True):
             try:
@@ -567,8 +649,8 @@ class BpfMap:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Drop this handle (the map stays, for the other processes)."""
-        self._core = None
+        """Drop this handle (the map stays, for the other processes); using it raises ValueError."""
+        self._core = _Closed("the map handle is closed")
 
     def free(self) -> None:
         """Free the map and its memory (``bpf_map_free``); every handle refuses it afterwards.
@@ -576,13 +658,13 @@ class BpfMap:
         Call it once no process uses the map any more.  Values' kptr fields
         release their references, as ``bpf_obj_free_fields()`` does.
         """
-        if self._core is None:
-            raise ValueError("the map handle is closed")
+        if isinstance(self._core, _Closed):
+            raise ValueError("the map handle is closed or the map was freed")
         self._free_elems()
         _core.maps_invalidate(self.domain.arena, self.off)
         with contextlib.suppress(NoEntry):
             self.domain.unregister(self._regname)
-        self._core = None
+        self._core = _Closed("the map was freed")
         self._release_parts()
         if self._desc_off:
             self.domain.kfree(self._desc_off)
@@ -595,7 +677,7 @@ class BpfMap:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._core is not None:
+        if not isinstance(self._core, _Closed):
             self.free()
 
     def __repr__(self) -> str:
@@ -639,22 +721,14 @@ class ArrayMap(BpfMap):
         if percpu and _round8(vs) > PCPU_MIN_UNIT_SIZE:
             raise TooBig(f"per-CPU value {_round8(vs)} B > PCPU_MIN_UNIT_SIZE {PCPU_MIN_UNIT_SIZE}")
         # array_map_alloc(): the index mask rounds max_entries up to a power of two
-        if _roundup_pow_of_two(max_entries) > 1 << 32:
+        if _roundup_pow_of_two(max_entries) >= 1 << 32:
             raise TooBig("max_entries rounded up to a power of two overflows")
 
     def _alloc(self) -> None:
         dom = self.domain
-        hdr = dom.kzalloc(ARRAY_HDR)
-        if hdr is None:
-            raise OutOfMemory("no room for the map")
-        self._parts["hdr"] = hdr
+        self._parts["hdr"] = hdr = _kzalloc(dom, ARRAY_HDR, "the map")
         size = self.max_entries * (8 if self.percpu else _round8(self.value_size))
-        if size > dom.size:
-            raise OutOfMemory(f"the array needs {size} bytes, more than the domain has")
-        vals = dom.kzalloc(size)
-        if vals is None:
-            raise OutOfMemory(f"no room for {size} bytes of values")
-        self._parts["values"] = vals
+        self._parts["values"] = vals = _kzalloc(dom, size, "the values")
         if self.percpu:
             self._alloc_pptrs(vals)
         _core.array_format(dom.arena, hdr, self.id, self.map_type, self.map_flags, self.key_size,
@@ -664,12 +738,13 @@ class ArrayMap(BpfMap):
         dom = self.domain
         mv = dom.mem(vals, 8 * self.max_entries)
         rs = _round8(self.value_size)
+        self._parts["npptrs"] = 0
         for i in range(self.max_entries):
             p = dom.arena.pcpu_alloc(rs, 8)
             if p is None:
                 raise OutOfMemory("bpf_map_alloc_percpu: the per-CPU allocator is out of memory")
             struct.pack_into("<Q", mv, 8 * i, p)
-        self._parts["npptrs"] = self.max_entries
+            self._parts["npptrs"] = i + 1
 
     def _setup_views(self) -> None:
         super()._setup_views()
@@ -680,10 +755,11 @@ class ArrayMap(BpfMap):
         vals = self._parts.get("values")
         if vals and self._parts.get("npptrs"):
             mv = dom.mem(vals, 8 * self.max_entries)
-            for i in range(self.max_entries):
+            for i in range(self._parts["npptrs"]):
                 p = struct.unpack_from("<Q", mv, 8 * i)[0]
                 if p:
                     dom.arena.pcpu_free(p)
+            _pcpu_balance(dom)
         for k in ("values", "hdr"):
             if self._parts.get(k):
                 dom.kfree(self._parts[k])
@@ -713,18 +789,32 @@ class ArrayMap(BpfMap):
             raise TooBig("index past max_entries")
         if flags & BPF_NOEXIST:
             raise Exists("every array element exists (BPF_NOEXIST)")
+        if flags & BPF_F_LOCK:
+            raise InvalidArgument("BPF_F_LOCK needs a bpf_spin_lock in the value")
+        self._core.value_off(0)  # the liveness check
         base = self._parts["values"] + i * _round8(self.value_size)
         mv = self.domain.mem(base, self.value_size)
         raw = bytes(v)
         start = 0
-        for o in (*self.kptrs, self.value_size):
+        for o in (*self.kptrs, self.value_size):  # copy_map_value(): around the kptr fields
             if o > start:
                 mv[start:o] = raw[start:o]
             start = o + 8
+        self._free_fields(base)
+
+    def _free_fields(self, base: int) -> None:
+        """bpf_obj_free_fields(): each kptr field of the value at ``base`` gives up its reference."""
+        from percpu.bpf_cpumask import BpfCpumask
+
+        for o in self.kptrs:
+            ptr = int(self.domain.arena.xchg(base + o, 0))
+            if ptr:
+                BpfCpumask._adopt(ptr, self.domain).release()
 
     def get_next_key(self, key: Any = None) -> Any:
         # array_map_get_next_key()
         self._check_user(False)
+        self._core.value_off(0)  # the liveness check
         if key is None:
             return self._key_out(0)
         i = self._index(key)
@@ -744,6 +834,7 @@ class ArrayMap(BpfMap):
             yield self._key_out(i)
 
     def __len__(self) -> int:
+        self._core.value_off(0)  # the liveness check
         return self.max_entries
 
     def __contains__(self, key: Any) -> bool:
@@ -767,13 +858,7 @@ class ArrayMap(BpfMap):
     def _free_elems(self) -> None:
         if self.kptrs:
             for i in range(self.max_entries):
-                for o in self.kptrs:
-                    slot = self._parts["values"] + i * _round8(self.value_size) + o
-                    ptr = int(self.domain.arena.xchg(slot, 0))
-                    if ptr:
-                        from percpu.bpf_cpumask import BpfCpumask
-
-                        BpfCpumask._adopt(ptr, self.domain).release()
+                self._free_fields(self._parts["values"] + i * _round8(self.value_size))
 
 
 class PercpuArrayMap(ArrayMap):
@@ -835,25 +920,12 @@ class HashMap(BpfMap):
         dom = self.domain
         nb = _roundup_pow_of_two(self.max_entries)
         es = self.elem_size
-        hdr = dom.kzalloc(HTAB_HDR)
-        if hdr is None:
-            raise OutOfMemory("no room for the map")
-        self._parts["hdr"] = hdr
-        if nb * BUCKET_SIZE > dom.size:
-            raise OutOfMemory(f"{nb} buckets do not fit the domain")
-        buckets = dom.kzalloc(nb * BUCKET_SIZE)
-        if buckets is None:
-            raise OutOfMemory(f"no room for {nb} buckets")
-        self._parts["buckets"] = buckets
+        self._parts["hdr"] = hdr = _kzalloc(dom, HTAB_HDR, "the map")
+        self._parts["buckets"] = buckets = _kzalloc(dom, nb * BUCKET_SIZE, f"{nb} buckets")
         fl = flx = elems = nelems = ma = pma = 0
         if self.prealloc:
             nelems = self.max_entries + (0 if self.percpu else len(dom.possible))
-            if nelems * es > dom.size:
-                raise OutOfMemory(f"{nelems} elements of {es} bytes do not fit the domain")
-            area = dom.kzalloc(nelems * es)
-            if area is None:
-                raise OutOfMemory(f"no room for {nelems} elements of {es} bytes")
-            elems = area
+            elems = _kzalloc(dom, nelems * es, f"{nelems} elements of {es} bytes")
             self._parts["elems"] = elems
             self._parts["nr_elems"] = nelems
             if self.percpu:
@@ -883,12 +955,13 @@ class HashMap(BpfMap):
         mv = dom.mem(elems, nelems * es)
         at = ELEM_HDR + _round8(self.key_size)
         rs = _round8(self.value_size)
+        self._parts["npptrs"] = 0
         for i in range(nelems):
             p = dom.arena.pcpu_alloc(rs, 8)
             if p is None:
                 raise OutOfMemory("bpf_map_alloc_percpu: the per-CPU allocator is out of memory")
             struct.pack_into("<Q", mv, i * es + at, p)
-        self._parts["npptrs"] = nelems
+            self._parts["npptrs"] = i + 1
 
     def _setup_views(self) -> None:
         super()._setup_views()
@@ -928,6 +1001,7 @@ class HashMap(BpfMap):
                 q = struct.unpack_from("<Q", mv, i * es + at)[0]
                 if q:
                     dom.arena.pcpu_free(q)
+            _pcpu_balance(dom)
             p["npptrs"] = 0
         for k in ("elems", "buckets", "hdr"):
             if p.get(k):
@@ -1019,6 +1093,13 @@ _TYPES: dict[int, type[BpfMap]] = {
     BPF_MAP_TYPE_HASH: HashMap, BPF_MAP_TYPE_ARRAY: ArrayMap,
     BPF_MAP_TYPE_PERCPU_HASH: PercpuHashMap, BPF_MAP_TYPE_PERCPU_ARRAY: PercpuArrayMap,
 }
+
+
+def _pcpu_balance(dom: Domain) -> None:
+    """Give emptied per-CPU chunks back now (pcpu_balance_workfn), not when the work runs."""
+    from percpu.pcpu import allocator
+
+    allocator.balance(dom)
 
 
 def _ma_handle(dom: Domain, off: int) -> Any:

@@ -144,8 +144,13 @@ def from_spec(spec: str, size: int) -> Codec:
     if not spec:
         return Codec(size)
     kind, _, rest = spec.partition(":")
+    c: Codec
     if kind == "struct":
-        return make(rest, size, "value")
-    if kind == "numpy":
-        return make(ast.literal_eval(rest) if rest.startswith("[") else rest, size, "value")
-    raise InvalidArgument(f"unknown codec spec {spec!r}")
+        c = StructCodec(rest)
+    elif kind == "numpy":
+        c = NumpyCodec(ast.literal_eval(rest) if rest.startswith("[") else rest)
+    else:
+        raise InvalidArgument(f"unknown codec spec {spec!r}")
+    if c.size != size:
+        raise InvalidArgument(f"codec spec {spec!r} is {c.size} bytes, not {size}")
+    return c
