@@ -296,6 +296,16 @@ static void pcpu_write(struct pk_htab_ctx *c, struct pk_htab *h, uint64_t pptr, 
 {
 	uint32_t i;
 
+	if (onallcpus == PK_HTAB_REPLICATE) {
+		/* one value for every possible CPU (user space's single value) */
+		for (i = 0; i < c->nr_possible; i++) {
+			unsigned char *d = (unsigned char *)c->a->base + pptr + c->unit_off[i];
+
+			memcpy(d, value, h->value_size);
+			memset(d + h->value_size, 0, h->value_rsize - h->value_size);
+		}
+		return;
+	}
 	if (onallcpus) {
 		for (i = 0; i < c->nr_possible; i++)
 			memcpy(c->a->base + pptr + c->unit_off[i], value + (uint64_t)i * h->value_rsize,

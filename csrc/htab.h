@@ -85,7 +85,8 @@
 #define PK_BPF_F_LOCK		4
 
 #define PK_HTAB_ELEM_HDR	16
-#define PK_HTAB_PEND_EXTRA	1ull	/* pend_new: the element came from fl_extra */
+#define PK_HTAB_PEND_EXTRA	1ull
+#define PK_HTAB_REPLICATE	2	/* onallcpus: one value_size value for every CPU */	/* pend_new: the element came from fl_extra */
 
 struct pk_htab_bucket {
 	struct pk_lock lock;
@@ -161,7 +162,8 @@ static inline unsigned char *pk_htab_val(const struct pk_htab *h, struct pk_htab
  * pk_htab_lookup_val: the offset of the element's value (per-CPU maps: this
  *	CPU's copy), 0 when the key is missing (or -EBUSY in NMI: *err).
  * pk_htab_update: htab_map_update_elem / htab_percpu_map_update_elem; @onallcpus:
- *	the value holds every possible CPU's copy -> 0 / -EINVAL / -EEXIST /
+ *	1: the value holds every possible CPU's copy; PK_HTAB_REPLICATE: one
+ *	value for every CPU; 0: this CPU's copy (a program's update) -> 0 / -EINVAL / -EEXIST /
  *	-ENOENT / -E2BIG / -ENOMEM / -EBUSY; with @old_out, the value it
  *	replaces is copied there first (*had_old says whether there was one).
  * pk_htab_delete: -> 0 / -ENOENT / -EBUSY; with @out, the value is copied

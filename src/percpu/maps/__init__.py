@@ -335,6 +335,9 @@ class BpfMap:
         elif vc.kind != "bytes":
             self._vdec = vc.decode
         self._vraw_ok = not self.kptrs and not self.percpu
+        self._split = self.percpu and vc.kind == "bytes"  # the C core splits the copies
+        if self._split:
+            self._vdec = None
         kc = self.key_codec
         self._kpack: Any = None
         if isinstance(kc, StructCodec) and kc.single:
@@ -433,7 +436,8 @@ class BpfMap:
         """``BPF_MAP_LOOKUP_ELEM``: a copy of the value; :class:`NoEntry` (``ENOENT``) if missing."""
         if self._no_read:
             self._check_user(False)
-        raw = self._core.lookup(key if type(key) is bytes else self._key(key))
+        k = key if type(key) is bytes else self._key(key)
+        raw = self._core.lookup_split(k) if self._split else self._core.lookup(k)
         if raw is None:
             raise NoEntry(f"key {key!r} not found")
         dec = self._vdec
@@ -463,7 +467,27 @@ class BpfMap:
                 v = self.value_codec.encode(value)
             self._core.update(k, v, flags)
             return
+        if type(value) is int and self.percpu and self._vpack is not None:
+            try:
+                self._core.update(k, self._vpack(value), flags, 2)  # one value for every CPU
+                return
+            except struct.error:
+                pass  # the codec's message
+        if self.percpu and not self.kptrs and self._pc_struct is None and self._one_value(value):
+            self._core.update(k, self.value_codec.encode(value), flags, 2)  # one value for every CPU
+            return
         self._update(k, self._value_in(value), flags, True)
+
+    def _one_value(self, value: Any) -> bool:
+        """Whether a per-CPU map's update value is one value (for every CPU), not one per CPU."""
+        if type(value) is list:
+            return False
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return len(memoryview(value).cast("B")) != self._raw_vsize
+        if getattr(value, "ndim", 0) >= 1 and self.value_codec.kind == "numpy":
+            dt = getattr(self.value_codec, "dtype", None)
+            return getattr(value, "dtype", None) != dt or len(value) != self._nposs
+        return True
 
     def _update(self, k: Any, v: Any, flags: int, onall: bool) -> None:
         self._core.update(k, v, flags, onall)
