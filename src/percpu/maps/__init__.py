@@ -467,6 +467,9 @@ class BpfMap:
                 v = self.value_codec.encode(value)
             self._core.update(k, v, flags)
             return
+        if type(value) is bytes and self.percpu and len(value) == self.value_size and not self.kptrs:
+            self._core.update(k, value, flags, 2)  # one value for every CPU
+            return
         if type(value) is int and self.percpu and self._vpack is not None:
             try:
                 self._core.update(k, self._vpack(value), flags, 2)  # one value for every CPU
