@@ -76,6 +76,9 @@ C_PAUSE, C_PAUSED, C_BAD, C_MISSING, C_E2BIG, C_OPS = (8 * i for i in range(6))
 # Under ASan a worker forked from the busy pytest process can hang before it starts when a
 # BpfMemAlloc is in use (see tests/crash/test_memalloc_crash.py): skip the no-prealloc maps there.
 no_prealloc_asan = pytest.mark.skipif(UNDER_ASAN, reason="BpfMemAlloc + fork of the pytest process under ASan")
+# The whole file forks victims out of the pytest process, which can hang under ASan (as the
+# CPU map's crash tests): the sanitizer run covers the maps through the unit and property tests.
+pytestmark = pytest.mark.skipif(UNDER_ASAN, reason="fork of the pytest process under ASan")
 
 
 # ---- stamps ----------------------------------------------------------------------------------
