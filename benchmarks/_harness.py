@@ -342,3 +342,26 @@ def bench_main(
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 1 if errors else 0
+
+
+# ---- domains of a benchmark ----------------------------------------------------------
+
+
+def drop_domain(dom: Any) -> None:
+    """Unlink and close a benchmark's domain (the close even if the unlink fails)."""
+    try:
+        dom.unlink()
+    finally:
+        dom.close()
+
+
+def domain_check(dom: Any) -> str | None:
+    """``dom.check()``: None if the domain is sound, else what is broken."""
+    from percpu.errors import Corrupted
+
+    try:
+        dom.check()
+    except Corrupted as e:
+        return str(e)
+    return None
+

@@ -117,13 +117,15 @@ from benchmarks._harness import (
     Row,
     Suite,
     bench_main,
+    domain_check,
+    drop_domain,
     machine_info,
     median,
     pinned,
     print_table,
     print_targets,
 )
-from percpu.errors import Corrupted, Exists, NoEntry, OutOfMemory
+from percpu.errors import Exists, NoEntry, OutOfMemory
 from percpu.maps import (
     BPF_ANY,
     BPF_EXIST,
@@ -191,19 +193,6 @@ def _mib(pages: float) -> float:
     return pages * PAGE / MIB
 
 
-def _drop_domain(dom: percpu.Domain) -> None:
-    try:
-        dom.unlink()
-    finally:
-        dom.close()
-
-
-def _dom_check(dom: percpu.Domain) -> str | None:
-    try:
-        dom.check()
-    except Corrupted as e:
-        return str(e)
-    return None
 
 
 # ---- the shared-memory peer ------------------------------------------------------------
@@ -387,14 +376,14 @@ def _single(mgr: Any, *, quick: bool, value_size: int) -> tuple[list[Row], list[
                 errors.append(f"shm table (count, used slots) {counts['shm table']}, expected {OP_BATCH}")
             for m in [*maps_.values(), raw8, sc, nc]:
                 m.free()
-            broken = _dom_check(dom)
+            broken = domain_check(dom)
             if broken is not None:
                 errors.append(f"dom.check(): {broken}")
             del d
     finally:
         if table is not None:
             table.close()
-        _drop_domain(dom)
+        drop_domain(dom)
 
     med = suite.median
     peer_stmt = {
@@ -742,7 +731,7 @@ def _run(scenario: str, kind: str, cpus: list[int], window_ns: int, value_size: 
                        if ma_after else {}}
                 m.free()
                 m = None
-                broken = _dom_check(dom)
+                broken = domain_check(dom)
                 if broken is not None:
                     errors.append(f"{what}: dom.check(): {broken}")
             elif kind == "manager":
@@ -769,7 +758,7 @@ def _run(scenario: str, kind: str, cpus: list[int], window_ns: int, value_size: 
                 m.free()
         if table is not None:
             table.close()
-        _drop_domain(dom)
+        drop_domain(dom)
     rates = [r["ops"] * 1e9 / max(r["t1"] - r["t0"], 1) for r in res]
     total = sum(rates)
     return {

@@ -108,6 +108,8 @@ from benchmarks._harness import (
     Row,
     Suite,
     bench_main,
+    domain_check,
+    drop_domain,
     machine_info,
     median,
     pinned,
@@ -170,20 +172,6 @@ HTAB_KINDS = ["ma", "kmalloc"]
 # ---- shared set-up -------------------------------------------------------------
 
 
-def _drop_domain(dom: percpu.Domain) -> None:
-    try:
-        dom.unlink()
-    finally:
-        dom.close()
-
-
-def _dom_check(dom: percpu.Domain) -> str | None:
-    """``dom.check()``: None if the domain is sound, else what is broken."""
-    try:
-        dom.check()
-    except Corrupted as e:
-        return str(e)
-    return None
 
 
 def _inuse(dom: percpu.Domain) -> int:
@@ -273,11 +261,11 @@ def _single(*, quick: bool) -> tuple[list[Row], list[Row], dict[str, Any]]:
             inuse1 = _inuse(dom)
             if inuse1 != inuse0:
                 errors.append(f"kmalloc inuse {inuse1} after destroy, {inuse0} at the start")
-            broken = _dom_check(dom)
+            broken = domain_check(dom)
             if broken is not None:
                 errors.append(f"dom.check(): {broken}")
     finally:
-        _drop_domain(dom)
+        drop_domain(dom)
 
     for name in ("mixed bound", "mixed facade", "mixed arena kmalloc", "mixed kernel kmalloc"):
         suite.net[name] = [(x - b) / NR_SIZES for x, b in zip(suite.net[name], suite.net["sz loop"])]
@@ -643,7 +631,7 @@ def _run(label: str, kind: str, setup: Setup, window_ns: int) -> dict[str, Any]:
             inuse1 = _inuse(dom)
             if inuse1 != base:
                 errors.append(f"{what}: kmalloc inuse {inuse1} at the end, {base} at the start")
-            broken = _dom_check(dom)
+            broken = domain_check(dom)
             if broken is not None:
                 errors.append(f"{what}: dom.check(): {broken}")
     finally:
@@ -652,7 +640,7 @@ def _run(label: str, kind: str, setup: Setup, window_ns: int) -> dict[str, Any]:
                 kthread_stop(kt)
             except Exception:  # noqa: BLE001 - the run has failed already
                 pass
-        _drop_domain(dom)
+        drop_domain(dom)
     secs = max(t1 - t0, 1) / 1e9
     return {
         "case": label,

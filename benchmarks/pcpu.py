@@ -67,6 +67,8 @@ from benchmarks._harness import (
     Row,
     Suite,
     bench_main,
+    domain_check,
+    drop_domain,
     machine_info,
     median,
     pinned,
@@ -74,7 +76,6 @@ from benchmarks._harness import (
     print_targets,
 )
 from percpu import _core
-from percpu.errors import Corrupted
 
 ADD_TARGET = 2.0  # PerCpuCounter.add / noop, at most
 
@@ -121,20 +122,6 @@ KERNEL_CASES = [
 FREE_ORDERS = ["in order", "alternating", "reverse"]
 
 
-def _drop_domain(dom: percpu.Domain) -> None:
-    try:
-        dom.unlink()
-    finally:
-        dom.close()
-
-
-def _check(dom: percpu.Domain) -> str | None:
-    """``dom.check()``: None if the domain is sound, else what is broken."""
-    try:
-        dom.check()
-    except Corrupted as e:
-        return str(e)
-    return None
 
 
 # ---- 1, 2 and 3. one process, 64 simulated CPUs ---------------------------------
@@ -196,9 +183,9 @@ def _single(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
             nonzero = sorted(k for k, x in copies.items() if x)
             c.free()
             left = info()["nr_cur_alloc"] - base_alloc
-            broken = _check(dom)
+            broken = domain_check(dom)
     finally:
-        _drop_domain(dom)
+        drop_domain(dom)
 
     m = suite.median
 
@@ -300,9 +287,9 @@ def _kernel_workload(*, quick: bool) -> tuple[list[Row], dict[str, Any]]:
             four = {how: _phase(dom, n, 4, how, errors) for how in FREE_ORDERS}
             eight = _phase(dom, n, 8, "in order", errors)
         unit_size = dom.arena.pcpu_info()["unit_size"]
-        broken = _check(dom)
+        broken = domain_check(dom)
     finally:
-        _drop_domain(dom)
+        drop_domain(dom)
     if broken is not None:
         errors.append(f"dom.check(): {broken}")
 
