@@ -473,7 +473,9 @@ int pk_htab_update(struct pk_htab_ctx *c, struct pk_htab *h, const void *key, co
 		memset(pk_htab_val(h, l) + h->value_size, 0, h->value_rsize - h->value_size);
 	}
 	WRITE_ONCE64(&l->next, b->first);
-	WRITE_ONCE64(&b->first, new_off);	/* commit: the new element hides the old */
+	/* commit: the new element hides the old; release: its key and value are written
+	 * before it (the compiler may not sink the memcpys past a kill point either) */
+	smp_store_release64(&b->first, new_off);
 	if (old)
 		unlink_elem(c, h, b, old_off);
 	WRITE_ONCE64(&b->pend_new, 0);
@@ -582,7 +584,7 @@ int64_t pk_htab_batch(struct pk_htab_ctx *c, struct pk_htab *h, uint32_t *cursor
 				return -ENOSPC;
 			break;
 		}
-		while ((off = b->first) != 0) {
+		while ((off = b->first) != 0 && cnt--) {
 			struct pk_htab_elem *l = ELEM(c, off);
 
 			memcpy(kp, l->key, h->key_size);
@@ -593,8 +595,10 @@ int64_t pk_htab_batch(struct pk_htab_ctx *c, struct pk_htab *h, uint32_t *cursor
 			}
 			total++;
 			if (!del) {
-				/* copy the rest of the chain without unlinking */
-				for (off = l->next; off; off = ELEM(c, off)->next) {
+				/* copy the rest of the chain (the cnt counted) without unlinking */
+				uint64_t left = cnt;	/* already one less */
+
+				for (off = l->next; off && left; off = ELEM(c, off)->next, left--) {
 					l = ELEM(c, off);
 					memcpy(kp, l->key, h->key_size);
 					kp += h->key_size;
@@ -695,7 +699,7 @@ int64_t pk_htab_check(struct pk_htab_ctx *c, struct pk_htab *h, uint64_t *leaked
 	if (h->prealloc) {
 		/* The freelists: nothing pops or pushes while every bucket is locked. */
 		struct pk_freelist *fls[2] = { c->fl, c->fl_extra };
-		uint64_t e, nfree = 0;
+		uint64_t e, nfree = 0, xfree = 0;
 		int k;
 
 		for (k = 0; k < 2; k++) {
@@ -711,24 +715,24 @@ int64_t pk_htab_check(struct pk_htab_ctx *c, struct pk_htab *h, uint64_t *leaked
 						break;
 					seen[(node - h->elems) / h->elem_size] = 1;
 					nfree++;
+					xfree += k;	/* found on fl_extra */
 					node = READ_ONCE64(&ELEM(c, node)->next);
 				}
 			}
 		}
 		/* Give what a killed process lost back: fl_extra up to one per CPU, then fl. */
+		/* (the spares counted by the walk, not by the heads' counts: a dead pusher
+		 * may have left a count behind its list) */
 		for (e = 0; e < h->nr_elems; e++) {
 			uint64_t off = h->elems + e * h->elem_size;
-			uint64_t xfree = 0;
-			uint32_t cpu;
+			int spare;
 
 			if (seen[e])
 				continue;
 			(*leaked)++;
-			for (cpu = 0; cpu <= c->fl_extra->nr_cpu_ids; cpu++)
-				xfree += READ_ONCE64(cpu < c->fl_extra->nr_cpu_ids ? &c->fl_extra->heads[cpu].count
-										: &c->fl_extra->extralist.count);
-			pk_fl_push(c->a, xfree < h->nr_elems - h->max_entries ? c->fl_extra : c->fl, c->cpu,
-				   off, 0);
+			spare = xfree < h->nr_elems - h->max_entries;
+			pk_fl_push(c->a, spare ? c->fl_extra : c->fl, c->cpu, off, 0);
+			xfree += spare;
 		}
 	} else {
 		WRITE_ONCE64(&h->count, total);

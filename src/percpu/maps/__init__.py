@@ -550,6 +550,7 @@ class BpfMap:
             raise KeyError(key) from None
 
     def __contains__(self, key: Any) -> bool:
+        self._check_user(False)
         return self._core.lookup(self._key(key)) is not None
 
     def per_cpu(self, key: Any) -> dict[int, Any]:
@@ -798,8 +799,10 @@ class ArrayMap(BpfMap):
         return self.key_codec.encode(key)
 
     def _index(self, key: Any) -> int:
+        """The u32 index of a key; an int outside u32 is past the end (1 << 40), as the C core reads it."""
         k = self._key(key)
-        return k if isinstance(k, int) else int.from_bytes(bytes(k), "little")
+        i = k if isinstance(k, int) else int.from_bytes(bytes(k), "little")
+        return i if 0 <= i <= 0xFFFFFFFF else 1 << 40
 
     def _update(self, k: Any, v: Any, flags: int, onall: bool) -> None:
         if self.kptrs:
@@ -868,11 +871,11 @@ class ArrayMap(BpfMap):
         return 0 <= self._index(key) < self.max_entries
 
     def _batch(self, count: int, in_batch: int | None, delete: bool) -> Batch:
-        # generic_map_lookup_batch(): the cursor is the next index
+        # generic_map_lookup_batch(): the cursor is the next index; count 0 returns nothing
         _check_int("count", count)
+        start = 0 if in_batch is None else _check_int("in_batch", in_batch)
         if count == 0:
-            raise InvalidArgument("batch count must be > 0")
-        start = 0 if in_batch is None else in_batch
+            return Batch([], [], start)
         end = min(self.max_entries, start + count)
         keys = [self._key_out(i) for i in range(start, end)]
         vals = [self._value_out(self._core.lookup(i)) for i in range(start, end)]
@@ -1066,6 +1069,8 @@ class HashMap(BpfMap):
 
     def _batch(self, count: int, in_batch: int | None, delete: bool) -> Batch:
         _check_int("count", count)
+        if count == 0:  # __htab_map_lookup_and_delete_batch(): if (!max_count) return 0
+            return Batch([], [], in_batch or 0)
         kb, vb, n, nxt = self._core.batch(in_batch or 0, count, delete, True)
         ks, vs = self.key_size, self._raw_vsize
         keys = [self.key_codec.decode(kb[i * ks:(i + 1) * ks]) for i in range(n)]
