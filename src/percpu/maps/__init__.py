@@ -1185,8 +1185,9 @@ def bpf_map_lookup_elem(map: BpfMap, key: Any) -> memoryview | None:
     ``percpu.rcu.read_lock()`` as long as the view is used); a preallocated
     element may be reused for another key once deleted, as in the kernel.
     """
-    map._check_prog(False)
-    off = map.value_off(key)
+    if map.map_flags & BPF_F_WRONLY_PROG:
+        map._check_prog(False)
+    off = map._core.value_off(key if type(key) is bytes else map._key(key))
     if off is None:
         return None
     return map.domain.mem(off, map.value_size)
