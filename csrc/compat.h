@@ -40,4 +40,18 @@ static inline uint64_t pk_round_up(uint64_t x, uint64_t a)
 	return (x + a - 1) / a * a;
 }
 
+/*
+ * Prefetch a line for writing (get it exclusive before the store).  gcc turns
+ * __builtin_prefetch(p, 1) into a plain read prefetch unless -mprfchw, which
+ * would leave the line shared and the store to wait for a second trip.
+ */
+static inline void pk_prefetchw(const void *p)
+{
+#if defined(__x86_64__)
+	__asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+	__builtin_prefetch(p, 1);
+#endif
+}
+
 #endif /* PK_COMPAT_H */
