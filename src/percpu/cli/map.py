@@ -35,6 +35,7 @@ BTF dump instead).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno as _errno
 import math
@@ -130,7 +131,7 @@ class _Err(Exception):
 # ---- the maps of a domain ------------------------------------------------------------------
 
 
-class _View:
+class _View(abc.ABC):
     """One map of one domain, seen as bpftool sees it: raw bytes in and out."""
 
     domain: str
@@ -165,17 +166,21 @@ class _View:
     def formatted(self, key: bytes, raw: bytes) -> dict[str, Any] | None:
         return None
 
+    @abc.abstractmethod
     def lookup(self, key: bytes) -> bytes | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def next_key(self, key: bytes | None) -> bytes | None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def update(self, key: bytes, value: bytes, flags: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def delete(self, key: bytes) -> None:
-        raise NotImplementedError
+        ...
 
 
 class _BpfView(_View):

@@ -33,6 +33,7 @@ rules and every deviation from the kernel.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno as _errno
 import json
@@ -192,7 +193,7 @@ def _next_map_id(dom: Domain) -> int:
     return nid(dom)
 
 
-class BpfMap:
+class BpfMap(abc.ABC):
     """What every map type shares; create one of the subclasses, or :func:`attach`."""
 
     map_type = 0
@@ -250,11 +251,13 @@ class BpfMap:
 
     # ---- create-time checks (overridden) -------------------------------------------------
 
+    @abc.abstractmethod
     def _check_attr(self, ks: int, vs: int, max_entries: int, flags: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _alloc(self) -> None:
-        raise NotImplementedError
+        ...
 
     def _kptr_offsets(self, kptrs: Sequence[str | int]) -> tuple[int, ...]:
         if not kptrs:
@@ -360,8 +363,9 @@ class BpfMap:
                 if st.size == self._raw_vsize:
                     self._pc_struct = st
 
+    @abc.abstractmethod
     def _release_parts(self) -> None:
-        raise NotImplementedError
+        ...
 
     # ---- conversions ---------------------------------------------------------------------
 
@@ -507,9 +511,10 @@ class BpfMap:
         """``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` (hash maps)."""
         raise PercpuError(f"{TYPE_NAMES[self.map_type]} maps have no lookup_and_delete", _errno.ENOTSUP)
 
+    @abc.abstractmethod
     def get_next_key(self, key: Any = None) -> Any:
         """``BPF_MAP_GET_NEXT_KEY``: the key after ``key`` (None: the first); ``ENOENT`` at the end."""
-        raise NotImplementedError
+        ...
 
     def keys(self) -> Iterator[Any]:
         key = None
@@ -583,8 +588,9 @@ class BpfMap:
         """``BPF_MAP_LOOKUP_AND_DELETE_BATCH`` (hash maps)."""
         raise PercpuError(f"{TYPE_NAMES[self.map_type]} maps have no lookup_and_delete_batch", _errno.ENOTSUP)
 
+    @abc.abstractmethod
     def _batch(self, count: int, in_batch: int | None, delete: bool) -> Batch:
-        raise NotImplementedError
+        ...
 
     def update_batch(self, keys: Iterable[Any], values: Iterable[Any], flags: int = BPF_ANY) -> int:
         """``BPF_MAP_UPDATE_BATCH``: update in order; :class:`BatchError` (``.count`` done) on an error."""
@@ -673,8 +679,9 @@ class BpfMap:
             d["value_format"] = self.value_codec.spec()
         return d
 
+    @abc.abstractmethod
     def memlock(self) -> int:
-        raise NotImplementedError
+        ...
 
     def close(self) -> None:
         """Drop this handle (the map stays, for the other processes); using it raises ValueError."""
@@ -698,8 +705,8 @@ class BpfMap:
             self.domain.kfree(self._desc_off)
             self._desc_off = 0
 
-    def _free_elems(self) -> None:
-        pass
+    def _free_elems(self) -> None:  # noqa: B027 - a hook: only maps holding elements override it
+        """Give back what the elements hold before the map's memory goes (kptrs, no-prealloc objects)."""
 
     def __enter__(self) -> BpfMap:
         return self
