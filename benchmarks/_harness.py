@@ -365,3 +365,9 @@ def domain_check(dom: Any) -> str | None:
         return str(e)
     return None
 
+
+def rows_named(cases: list[dict[str, Any]], names: list[str]) -> list[Row]:
+    """The table rows of a JSON document's ``cases`` whose names are in ``names``."""
+    return [Row(c["case"], c["ns_per_op"], c["peer"], c["peer_ns_per_op"], c["ratio"])
+            for c in cases if c["case"] in names]
+

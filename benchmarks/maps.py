@@ -124,6 +124,7 @@ from benchmarks._harness import (
     pinned,
     print_table,
     print_targets,
+    rows_named,
 )
 from percpu.errors import Exists, NoEntry, OutOfMemory
 from percpu.maps import (
@@ -941,10 +942,6 @@ def run(*, quick: bool, value_size: int = VALUE_SIZE) -> dict[str, Any]:
     }
 
 
-def _rows(cases: list[dict[str, Any]], names: list[str]) -> list[Row]:
-    return [Row(c["case"], c["ns_per_op"], c["peer"], c["peer_ns_per_op"], c["ratio"])
-            for c in cases if c["case"] in names]
-
 
 def _m(x: float) -> str:
     return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k"
@@ -962,9 +959,9 @@ def _print_text(doc: dict[str, Any]) -> None:
         f"{s['loop_overhead_ns']:.1f} ns subtracted; ratio = {doc['ratio']}"
     )
     print(f"\n1. one process: lookup and update of an existing key (int key {s['key']}, 64 keys in each map)")
-    print_table(_rows(doc["cases"], [c for c in SINGLE_CASES if c.endswith("vs Manager")]))
+    print_table(rows_named(doc["cases"], [c for c in SINGLE_CASES if c.endswith("vs Manager")]))
     print()
-    print_table(_rows(doc["cases"], [c for c in SINGLE_CASES if c.endswith("vs shm table")]))
+    print_table(rows_named(doc["cases"], [c for c in SINGLE_CASES if c.endswith("vs shm table")]))
     low = s["lowest_vs_manager"]
     verdict = "PASS" if low["ratio"] >= MANAGER_TARGET else "FAIL"
     print(f"lookup/update >= {MANAGER_TARGET:g}x faster than Manager().dict(): {verdict} "
@@ -989,9 +986,9 @@ def _print_text(doc: dict[str, Any]) -> None:
         print(f"\n2. bench htab-mem: {c2['nr_producers']} producers pinned to CPUs {c2['cpus']}, batches of "
               f"{c2['op_batch']}, {c2['window_ms']:.0f} ms windows, {c2['rounds']} round(s); "
               f"ns/op = 1e9 / map operations per second of all producers")
-        print_table(_rows(doc["cases"], [x for x in HTAB_CASES if x.endswith("vs Manager")]))
+        print_table(rows_named(doc["cases"], [x for x in HTAB_CASES if x.endswith("vs Manager")]))
         print()
-        print_table(_rows(doc["cases"], [x for x in HTAB_CASES if x.endswith("vs shm table")]))
+        print_table(rows_named(doc["cases"], [x for x in HTAB_CASES if x.endswith("vs shm table")]))
         print("\nper scenario (median over rounds; memory in MiB above the empty domain, largest over rounds):")
         head = ("scenario", "kind", "ops/s", "ns/op", "per producer ops/s", "errors", "memory MiB")
         cells = [head]

@@ -115,6 +115,7 @@ from benchmarks._harness import (
     pinned,
     print_table,
     print_targets,
+    rows_named,
 )
 from percpu import _core, memalloc
 from percpu.errors import Corrupted
@@ -826,10 +827,6 @@ def run(*, quick: bool) -> dict[str, Any]:
     }
 
 
-def _rows(cases: list[dict[str, Any]], names: list[str]) -> list[Row]:
-    return [Row(c["case"], c["ns_per_op"], c["peer"], c["peer_ns_per_op"], c["ratio"])
-            for c in cases if c["case"] in names]
-
 
 def _mem_line(who: str, m: dict[str, Any], held: bool) -> str:
     line = f"  {who:<10} {m['ops_per_s'] / 1e6:6.2f} M objects/s; "
@@ -853,14 +850,14 @@ def _print_text(doc: dict[str, Any]) -> None:
         f"{s['loop_overhead_ns']:.1f} ns subtracted; ratio = {doc['ratio']}"
     )
     print("\n1. alloc+free pair, fixed size, one process")
-    print_table(_rows(doc["cases"], PAIR_CASES))
+    print_table(rows_named(doc["cases"], PAIR_CASES))
     print(f"facade pair / two noop(): {s['facade_pair_over_2noop']:.2f}x; bound pair / two noop(): "
           f"{s['bound_pair_over_2noop']:.2f}x (target <= {PAIR_TARGET:g}x; two noop() = {s['two_noop_ns']:.1f} ns)")
     z = s["sizes"]
     print(f"\n2. mixed sizes, size==0 flavour, one process ({z['n']} sizes log-uniform in {z['min']}..{z['max']}, "
           f"mean {z['mean']:.0f} B, {len(z['per_bucket_unit'])} buckets; per pair, the bare 'for s in sz' "
           f"loop of {s['sz_loop_ns']:.1f} ns subtracted)")
-    print_table(_rows(doc["cases"], MIXED_CASES))
+    print_table(rows_named(doc["cases"], MIXED_CASES))
     f, x = s["fixed_after"], s["mixed_after"]
     print(f"held from kmalloc after the timings (created - released): fixed size {f['created'] - f['released']}, "
           f"size==0 {x['created'] - x['released']}; outstanding {f['outstanding']} / {x['outstanding']}; "
@@ -872,7 +869,7 @@ def _print_text(doc: dict[str, Any]) -> None:
         cases = {r["case"]: r for r in doc["cases"]}
         print(f"\n3. free_rcu under a reader: writer on CPU {c['cpus'][0]}, reader on CPU {c['cpus'][1]}, "
               f"{c['rcu_window_ms']:.0f} ms windows, {c['rounds']} round(s); ns/op = 1e9 / objects per second")
-        print_table(_rows(doc["cases"], RCU_CASES))
+        print_table(rows_named(doc["cases"], RCU_CASES))
         r0 = cases[RCU_CASES[0]]
         print(_mem_line("free_rcu", r0["memory"], True))
         print(_mem_line("kfree_rcu", r0["peer_memory"], False))
@@ -883,7 +880,7 @@ def _print_text(doc: dict[str, Any]) -> None:
         print(f"\n4. bench htab-mem use cases, batches of {c['batch']}; {c['htab_window_ms']:.0f} ms windows, "
               f"{c['rounds']} round(s); add_del_on_diff_cpu: CPU {c['cpus'][0]} allocates, CPU {c['cpus'][1]} "
               f"frees, {c['ring_slots']}-slot ring")
-        print_table(_rows(doc["cases"], HTAB_CASES))
+        print_table(rows_named(doc["cases"], HTAB_CASES))
         for name, use in zip(HTAB_CASES, HTAB_USE_CASES):
             r = cases[name]
             print(f" {use}:")

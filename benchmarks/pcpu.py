@@ -74,6 +74,7 @@ from benchmarks._harness import (
     pinned,
     print_table,
     print_targets,
+    rows_named,
 )
 from percpu import _core
 
@@ -392,10 +393,6 @@ def run(*, quick: bool) -> dict[str, Any]:
     }
 
 
-def _rows(cases: list[dict[str, Any]], names: list[str]) -> list[Row]:
-    return [Row(c["case"], c["ns_per_op"], c["peer"], c["peer_ns_per_op"], c["ratio"])
-            for c in cases if c["case"] in names]
-
 
 def _print_text(doc: dict[str, Any]) -> None:
     m = doc["machine"]
@@ -409,13 +406,13 @@ def _print_text(doc: dict[str, Any]) -> None:
         f"{s['loop_overhead_ns']:.1f} ns subtracted; ratio = {doc['ratio']}"
     )
     print("\n1. PerCpuCounter.add (add = c.add)")
-    print_table(_rows(doc["cases"], COUNTER_CASES))
+    print_table(rows_named(doc["cases"], COUNTER_CASES))
     print(f"add() / noop(): {s['add_over_noop']:.2f}x; add(1) / noop(): {s['add1_over_noop']:.2f}x "
           f"(target <= {ADD_TARGET:g}x; noop() = {s['noop_ns']:.1f} ns)")
     print(f"\n2. the sum over {s['nr_cpus']} CPUs")
-    print_table(_rows(doc["cases"], SUM_CASES))
+    print_table(rows_named(doc["cases"], SUM_CASES))
     print(f"\n3. alloc + free pairs ({ALLOC_SIZE} bytes on each of {s['nr_cpus']} CPUs)")
-    print_table(_rows(doc["cases"], ALLOC_CASES))
+    print_table(rows_named(doc["cases"], ALLOC_CASES))
     print(f"counter: sum {s['counter_sum']:,} on CPU copies {s['counter_copies_nonzero']}, "
           f"{'exact' if s['counter_ok'] else 'WRONG'}; left allocated {s['left_allocated']}; "
           f"dom.check() {'ok' if s['check'] is None else s['check']}")

@@ -488,6 +488,17 @@ out:
 	return r;
 }
 
+/* Unlink and free a linked element, under its bucket's lock, with the crash record. */
+static void remove_elem(struct pk_htab_ctx *c, struct pk_htab *h, struct pk_htab_bucket *b, uint64_t off)
+{
+	WRITE_ONCE64(&b->pend_old, off);
+	unlink_elem(c, h, b, off);
+	if (!h->prealloc)
+		pk_fetch_add64(&h->count, (uint64_t)-1);
+	WRITE_ONCE64(&b->pend_old, 0);
+	free_elem(c, h, off, 0);
+}
+
 int pk_htab_delete(struct pk_htab_ctx *c, struct pk_htab *h, const void *key, void *out)
 {
 	uint32_t hash = pk_htab_hash(h, key);
@@ -505,12 +516,7 @@ int pk_htab_delete(struct pk_htab_ctx *c, struct pk_htab *h, const void *key, vo
 	}
 	if (out)
 		copy_out(c, h, l, out);
-	WRITE_ONCE64(&b->pend_old, off);
-	unlink_elem(c, h, b, off);
-	if (!h->prealloc)
-		pk_fetch_add64(&h->count, (uint64_t)-1);
-	WRITE_ONCE64(&b->pend_old, 0);
-	free_elem(c, h, off, 0);
+	remove_elem(c, h, b, off);
 	bucket_unlock(b);
 	return 0;
 }
@@ -556,6 +562,18 @@ int pk_htab_get_next_key(struct pk_htab_ctx *c, struct pk_htab *h, const void *k
 	return -ENOENT;
 }
 
+/* One element of a batch: its key, and its value when @vp. */
+static inline void copy_elem(struct pk_htab_ctx *c, struct pk_htab *h, struct pk_htab_elem *l,
+			     unsigned char **kp, unsigned char **vp, uint64_t vsz)
+{
+	memcpy(*kp, l->key, h->key_size);
+	*kp += h->key_size;
+	if (vp) {
+		copy_out(c, h, l, *vp);
+		*vp += vsz;
+	}
+}
+
 int64_t pk_htab_batch(struct pk_htab_ctx *c, struct pk_htab *h, uint32_t *cursor, void *keys,
 		      void *values, uint32_t max, int del)
 {
@@ -584,38 +602,17 @@ int64_t pk_htab_batch(struct pk_htab_ctx *c, struct pk_htab *h, uint32_t *cursor
 				return -ENOSPC;
 			break;
 		}
-		while ((off = b->first) != 0 && cnt--) {
-			struct pk_htab_elem *l = ELEM(c, off);
-
-			memcpy(kp, l->key, h->key_size);
-			kp += h->key_size;
-			if (vp) {
-				copy_out(c, h, l, vp);
-				vp += vsz;
+		if (!del) {
+			/* copy the chain as counted, without unlinking */
+			for (off = b->first; off && cnt; off = ELEM(c, off)->next, cnt--) {
+				copy_elem(c, h, ELEM(c, off), &kp, vp ? &vp : NULL, vsz);
+				total++;
 			}
+		}
+		while (del && (off = b->first) != 0 && cnt--) {
+			copy_elem(c, h, ELEM(c, off), &kp, vp ? &vp : NULL, vsz);
 			total++;
-			if (!del) {
-				/* copy the rest of the chain (the cnt counted) without unlinking */
-				uint64_t left = cnt;	/* already one less */
-
-				for (off = l->next; off && left; off = ELEM(c, off)->next, left--) {
-					l = ELEM(c, off);
-					memcpy(kp, l->key, h->key_size);
-					kp += h->key_size;
-					if (vp) {
-						copy_out(c, h, l, vp);
-						vp += vsz;
-					}
-					total++;
-				}
-				break;
-			}
-			WRITE_ONCE64(&b->pend_old, off);
-			unlink_elem(c, h, b, off);
-			if (!h->prealloc)
-				pk_fetch_add64(&h->count, (uint64_t)-1);
-			WRITE_ONCE64(&b->pend_old, 0);
-			free_elem(c, h, off, 0);
+			remove_elem(c, h, b, off);
 		}
 		bucket_unlock(b);
 	}

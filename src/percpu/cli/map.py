@@ -619,13 +619,7 @@ def show(ctx: click.Context, args: tuple[str, ...], domain: str | None) -> None:
     _show(ctx, args, domain)
 
 
-@map_.command("list", context_settings=_ctx)
-@_args("[MAP]")
-@_domain_opt
-@click.pass_context
-def list_(ctx: click.Context, args: tuple[str, ...], domain: str | None) -> None:
-    """Same as show."""
-    _show(ctx, args, domain)
+map_.add_command(show, "list")  # bpftool: list is show
 
 
 @map_.command("dump", context_settings=_ctx)
